@@ -1,0 +1,123 @@
+"""Similarity kernels with the neurons split across devices.
+
+Each device gets a contiguous block of neurons (columns of A) and the whole
+concept matrix P, computes its block of S, and, for soft_wpmi and wpmi, the
+log prior over ALL neurons is combined with a cross-device logsumexp, so the
+result equals the single-device one. K not divisible by the device count is
+padded with zero neurons that are masked out of the prior and dropped.
+
+Two equivalent paths:
+  method="shard_map": jit + Mesh + jax.shard_map (what JAX recommends).
+  method="pmap": jax.pmap, the design card's compatibility option.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from jax_dissect import similarity
+
+AXIS = "neurons"
+METHODS = ("shard_map", "pmap")
+
+
+def _resolve_devices(devices: Sequence[jax.Device] | int | None
+                     ) -> list[jax.Device]:
+  available = jax.devices()
+  if devices is None:
+    return available
+  if isinstance(devices, int):
+    if not 1 <= devices <= len(available):
+      raise ValueError(f"devices={devices}: must be between 1 and the "
+                       f"{len(available)} available devices")
+    return available[:devices]
+  devices = list(devices)
+  if not devices:
+    raise ValueError("devices is empty; pass None to use all devices")
+  return devices
+
+
+def _block_scores(plan: similarity.KernelPlan, num_neurons: int,
+                  a_local: jax.Array, p: jax.Array) -> jax.Array:
+  """The (K_local, M) block of S of one device; runs inside a mapped axis."""
+  k_local = a_local.shape[1]
+  offset = jax.lax.axis_index(AXIS) * k_local
+  ctx = plan.prepare(p)
+  scores = similarity.map_neuron_chunks(
+      lambda x, ids: plan.neuron_scores(x, ids, ctx), a_local,
+      min(plan.chunk_size, k_local), neuron_offset=offset)
+  if plan.lam is None:
+    return scores
+  valid = offset + jnp.arange(k_local) < num_neurons
+  masked = jnp.where(valid[:, None], scores, -jnp.inf)
+  local = jax.nn.logsumexp(masked, axis=0)  # (M,); -inf if no valid neuron.
+  every = jax.lax.all_gather(local, AXIS)  # (D, M)
+  prior = jax.nn.logsumexp(every, axis=0) - math.log(num_neurons)
+  return scores - plan.lam * prior
+
+
+@functools.lru_cache(maxsize=32)
+def _shard_map_fn(plan: similarity.KernelPlan, num_neurons: int,
+                  devices: tuple[jax.Device, ...]) -> Callable[..., Any]:
+  mesh = jax.make_mesh((len(devices),), (AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+  body = jax.shard_map(
+      functools.partial(_block_scores, plan, num_neurons), mesh=mesh,
+      in_specs=(PartitionSpec(None, AXIS), PartitionSpec()),
+      out_specs=PartitionSpec(AXIS, None), check_vma=False)
+  return jax.jit(body, in_shardings=(NamedSharding(mesh, PartitionSpec(
+      None, AXIS)), NamedSharding(mesh, PartitionSpec())))
+
+
+@functools.lru_cache(maxsize=32)
+def _pmap_fn(plan: similarity.KernelPlan, num_neurons: int,
+             devices: tuple[jax.Device, ...]) -> Callable[..., Any]:
+  return jax.pmap(functools.partial(_block_scores, plan, num_neurons),
+                  axis_name=AXIS, in_axes=(0, None), devices=devices)
+
+
+def sharded_similarity(name: str, activations: Any, concept_activations: Any,
+                       *, method: str = "shard_map",
+                       devices: Sequence[jax.Device] | int | None = None,
+                       chunk_size: int | None = None,
+                       **hyper) -> jax.Array:
+  """Runs similarity function `name` with neurons split across devices.
+
+  Args:
+    name: a key of similarity.SIMILARITY_FNS.
+    activations: (N, K) activations.
+    concept_activations: (N, M) concept activations P.
+    method: "shard_map" (jit + Mesh) or "pmap".
+    devices: the devices to use, or how many of jax.devices(), or None
+      for all.
+    chunk_size: neurons per chunk on each device.
+    **hyper: the similarity function's hyper-parameters.
+
+  Returns:
+    (K, M) float32 similarity, equal to the single-device result.
+  """
+  if method not in METHODS:
+    raise ValueError(f"method={method!r}; allowed: {list(METHODS)}")
+  devs = tuple(_resolve_devices(devices))
+  a, p = similarity.validate_inputs(activations, concept_activations)
+  n, k = a.shape
+  # The plan is made for the global shapes (same validation and chunk size
+  # as a single-device run).
+  plan = similarity._resolve_plan(name, a, p, chunk_size, hyper)  # pylint: disable=protected-access
+  d = len(devs)
+  k_local = -(-k // d)
+  a = jnp.pad(a, ((0, 0), (0, k_local * d - k)))
+  if method == "shard_map":
+    out = _shard_map_fn(plan, k, devs)(a, p)
+  else:
+    blocks = a.reshape(n, d, k_local).transpose(1, 0, 2)  # (D, N, K_local)
+    out = _pmap_fn(plan, k, devs)(blocks, p).reshape(d * k_local, -1)
+  return out[:k]

@@ -1,0 +1,621 @@
+"""The five CLIP-Dissect similarity functions, as batched jitted array code.
+
+Every public kernel takes activations A of shape (N images, K neurons) and the
+concept-activation matrix P of shape (N images, M concepts), numpy or jax,
+and returns S of shape (K, M), float32, where S[k, m] scores how well concept
+m describes neuron k. The formulas are those of DESIGN.md.
+
+Each kernel is split into three parts so that `jax_dissect.sharding` can run
+it with neurons spread over devices and still get the single-device result:
+
+  prepare(P) -> ctx                 per-concept tensors, computed once
+  neuron_scores(A_chunk, ctx, ...)  (chunk, M) scores, neuron-independent
+  prior (soft_wpmi, wpmi only)      S = L - lam * (logsumexp_k L - log K)
+
+Neurons are processed in chunks (lax.map) so that peak memory is
+O(N*M + chunk_size*top_k*M), never K*N*M.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Bytes the (chunk, top_k, M) intermediate of a neuron chunk may take when
+# chunk_size is not given.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+# Number of random permutations of rank_reorder's baseline.
+NUM_BASELINE_PERMUTATIONS = 5
+# In soft_wpmi, this many factors are multiplied before one log is taken:
+# every factor is >= 1 - p_start + eps >= 1e-3 for the allowed p_start, so a
+# product of 8 stays far above float32's smallest normal (1e-38 > 1e-24).
+_PRODUCT_BLOCK = 8
+
+
+# ----------------------------------------------------------------------------
+# Input validation.
+# ----------------------------------------------------------------------------
+
+
+def _as_matrix(x: Any, name: str, dims: str) -> jax.Array:
+  """Converts x to a float32 2-D jax array, or raises a clear ValueError."""
+  if x is None:
+    raise ValueError(f"{name} is None; expected a 2-D array ({dims})")
+  if not isinstance(x, jax.Array):
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or
+                                 x.dtype == np.bool_):
+      raise ValueError(f"{name} must be a numeric array; got dtype {x.dtype}")
+  if x.ndim != 2:
+    raise ValueError(
+        f"{name} must be 2-D ({dims}); got {x.ndim}-D shape {tuple(x.shape)}")
+  if 0 in x.shape:
+    raise ValueError(f"{name} is empty: shape {tuple(x.shape)} ({dims})")
+  return jnp.asarray(x, jnp.float32)
+
+
+@jax.jit
+def _count_nonfinite(x: jax.Array) -> jax.Array:
+  return jnp.sum(~jnp.isfinite(x))
+
+
+def validate_inputs(activations: Any, concept_activations: Any,
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Checks the (A, P) pair every kernel takes.
+
+  Args:
+    activations: (N, K) neuron activations, N images, K neurons.
+    concept_activations: (N, M) CLIP image-concept similarities.
+
+  Returns:
+    (A, P) as float32 jax arrays.
+
+  Raises:
+    ValueError: non-2-D or empty input, mismatched N, fewer than 2 concepts,
+      NaN or inf values.
+  """
+  a = _as_matrix(activations, "activations", "N images, K neurons")
+  p = _as_matrix(concept_activations, "concept_activations",
+                 "N images, M concepts")
+  if a.shape[0] != p.shape[0]:
+    raise ValueError(
+        f"activations has {a.shape[0]} images (rows) but concept_activations "
+        f"has {p.shape[0]}; both must have one row per probe image")
+  if p.shape[1] < 2:
+    raise ValueError(f"concept_activations has {p.shape[1]} concept column; "
+                     "at least 2 concepts are needed to choose a label")
+  for name, x in (("activations", a), ("concept_activations", p)):
+    bad = int(_count_nonfinite(x))
+    if bad:
+      raise ValueError(f"{name} contains {bad} NaN or inf value(s); "
+                       "all values must be finite")
+  return a, p
+
+
+def _check_top_k(top_k: int, num_images: int) -> int:
+  if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool):
+    raise ValueError(f"top_k must be an int; got {top_k!r}")
+  if not 1 <= top_k <= num_images:
+    raise ValueError(f"top_k={top_k} must be between 1 and the number of "
+                     f"probe images N={num_images}")
+  return int(top_k)
+
+
+# ----------------------------------------------------------------------------
+# Kernel parts.
+# ----------------------------------------------------------------------------
+
+
+def _chunk_size_for(per_neuron_bytes: int, num_neurons: int,
+                    chunk_size: int | None) -> int:
+  if chunk_size is None:
+    chunk_size = max(1, DEFAULT_CHUNK_BYTES // max(per_neuron_bytes, 1))
+  elif not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+  return int(min(chunk_size, num_neurons))
+
+
+def map_neuron_chunks(fn: Callable[[jax.Array, jax.Array], jax.Array],
+                      activations: jax.Array, chunk_size: int,
+                      neuron_offset: jax.Array | int = 0) -> jax.Array:
+  """Applies fn to chunks of neurons sequentially and stacks the results.
+
+  Args:
+    fn: maps (chunk, N) activations (neurons as rows) and the (chunk,)
+      global neuron ids to (chunk, M) scores.
+    activations: (N, K) activations.
+    chunk_size: neurons per chunk; K is zero-padded to a multiple of it.
+    neuron_offset: global id of this block's neuron 0 (for sharded runs).
+
+  Returns:
+    (K, M) scores.
+  """
+  n, k = activations.shape
+  num_chunks = -(-k // chunk_size)
+  pad = num_chunks * chunk_size - k
+  a_t = jnp.pad(activations.T, ((0, pad), (0, 0)))
+  ids = jnp.arange(num_chunks * chunk_size) + neuron_offset
+  out = jax.lax.map(lambda xs: fn(*xs),
+                    (a_t.reshape(num_chunks, chunk_size, n),
+                     ids.reshape(num_chunks, chunk_size)))
+  return out.reshape(num_chunks * chunk_size, -1)[:k]
+
+
+def log_prior(log_likelihood: jax.Array, num_neurons: int | None = None,
+              valid: jax.Array | None = None) -> jax.Array:
+  """prior[m] = logsumexp_k L[k, m] - log K over the (valid) neurons."""
+  if valid is not None:
+    log_likelihood = jnp.where(valid[:, None], log_likelihood, -jnp.inf)
+  k = log_likelihood.shape[0] if num_neurons is None else num_neurons
+  return jax.nn.logsumexp(log_likelihood, axis=0) - math.log(k)
+
+
+def _soft_wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
+                      q: jax.Array, *, top_k: int, p_start: float,
+                      p_end: float, eps: float) -> jax.Array:
+  """L[k, m] = sum_j log(1 + p_j (Q[I_kj, m] - 1) + eps), (chunk, M)."""
+  del neuron_ids
+  _, idx = jax.lax.top_k(a_chunk, top_k)  # (chunk, top_k), descending.
+  j = jnp.arange(top_k, dtype=jnp.float32)
+  p = p_start - (j / top_k) * (p_start - p_end)  # (top_k,)
+  # Factor 1 + p (Q - 1) + eps = (1 - p + eps) + p Q.
+  offset, scale = 1.0 - p + eps, p
+  blocks = -(-top_k // _PRODUCT_BLOCK)
+  pad = blocks * _PRODUCT_BLOCK - top_k
+  # Padded positions gather row 0 with factor exactly 1 (offset 1, scale 0).
+  idx = jnp.pad(idx, ((0, 0), (0, pad)))
+  offset = jnp.pad(offset, (0, pad), constant_values=1.0)
+  scale = jnp.pad(scale, (0, pad))
+  factors = offset[None, :, None] + scale[None, :, None] * q[idx]
+  c, m = factors.shape[0], factors.shape[-1]
+  products = jnp.prod(factors.reshape(c, blocks, _PRODUCT_BLOCK, m), axis=2)
+  return jnp.sum(jnp.log(products), axis=1)
+
+
+def _wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
+                 log_q: jax.Array, *, top_k: int) -> jax.Array:
+  """L[k, m] = sum_j log(Q[I_kj, m] + eps), from precomputed log(Q + eps)."""
+  del neuron_ids
+  _, idx = jax.lax.top_k(a_chunk, top_k)
+  return jnp.sum(log_q[idx], axis=1)
+
+
+def _cos_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
+                p_hat: jax.Array) -> jax.Array:
+  del neuron_ids
+  norm = jnp.linalg.norm(a_chunk, axis=1, keepdims=True)
+  a_hat = a_chunk / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
+  return jnp.dot(a_hat, p_hat, precision=jax.lax.Precision.HIGHEST)
+
+
+def _cubed_normalize(x: jax.Array, axis: int, min_norm: float) -> jax.Array:
+  x = x - jnp.mean(x, axis=axis, keepdims=True)
+  x = x * x * x
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True),
+                         min_norm)
+
+
+def _cos_cubed_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
+                      p_hat: jax.Array, *, min_norm: float) -> jax.Array:
+  del neuron_ids
+  a_hat = _cubed_normalize(a_chunk, 1, min_norm)
+  return jnp.dot(a_hat, p_hat, precision=jax.lax.Precision.HIGHEST)
+
+
+def rank_reorder_permutations(key: jax.Array, neuron_ids: jax.Array,
+                              n: int) -> jax.Array:
+  """The baseline permutations rank_reorder uses for the given neurons.
+
+  Neuron k's permutations depend only on (key, k), so a chunked or sharded
+  run uses the same ones as a single call.
+
+  Args:
+    key: a jax.random key.
+    neuron_ids: (C,) global neuron indices.
+    n: length of each permutation (number of top images).
+
+  Returns:
+    (C, NUM_BASELINE_PERMUTATIONS, n) int32 permutations of range(n).
+  """
+  def one(k):
+    keys = jax.random.split(jax.random.fold_in(key, k),
+                            NUM_BASELINE_PERMUTATIONS)
+    return jax.vmap(lambda kk: jax.random.permutation(kk, n))(keys)
+  return jax.vmap(one)(neuron_ids)
+
+
+def _rank_reorder_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
+                         p: jax.Array, *, key: jax.Array, n: int,
+                         power: float, scale_p: float) -> jax.Array:
+  """rank_reorder scores for a chunk of neurons, (chunk, M)."""
+  top, idx = jax.lax.top_k(a_chunk, n)  # (c, n) descending.
+  ascending = top[:, ::-1]
+  p_top = p[idx]  # (c, n, M)
+  # order[c, r, m]: the image (position in top-n) with the r-th smallest P.
+  order = jnp.argsort(p_top, axis=1)
+  # The r-th smallest P gets the r-th smallest activation.
+  reordered_src = jnp.take_along_axis(top[:, :, None], order, axis=1)
+  err = jnp.mean(jnp.abs(reordered_src - ascending[:, :, None])**power,
+                 axis=1)  # (c, M)
+  perms = rank_reorder_permutations(key, neuron_ids, n)  # (c, P, n)
+  permuted = jax.vmap(lambda v, pr: v[pr])(ascending, perms)
+  baseline = jnp.mean(jnp.abs(ascending[:, None, :] - permuted)**power,
+                      axis=(1, 2))  # (c,)
+  ratio = jnp.where(baseline[:, None] > 0,
+                    err / jnp.where(baseline > 0, baseline, 1.0)[:, None], 0.0)
+  mean_p = jnp.maximum(jnp.mean(p_top, axis=1), jnp.finfo(jnp.float32).tiny)
+  return -ratio / mean_p**scale_p
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelPlan:
+  """A kernel prepared for given inputs and hyper-parameters.
+
+  Attributes:
+    prepare: P (N, M) -> per-concept context passed to neuron_scores.
+    neuron_scores: (A_chunk (chunk, N), neuron_ids (chunk,), ctx) ->
+      (chunk, M); pure, jit-compatible, independent across neurons.
+    lam: weight of the log prior (soft_wpmi, wpmi), or None.
+    chunk_size: neurons per chunk.
+  """
+  prepare: Callable[[jax.Array], Any]
+  neuron_scores: Callable[[jax.Array, jax.Array, Any], jax.Array]
+  lam: float | None
+  chunk_size: int
+
+
+def _softmax_q(p: jax.Array, a: float) -> jax.Array:
+  return jax.nn.softmax(a * p, axis=1)
+
+
+def plan_kernel(name: str, num_images: int, num_neurons: int,
+                num_concepts: int, *, chunk_size: int | None = None,
+                **hyper) -> KernelPlan:
+  """Builds the KernelPlan of similarity function `name` (validates hyper)."""
+  if name not in _PLANNERS:
+    raise ValueError(f"unknown similarity function {name!r}; allowed: "
+                     f"{sorted(_PLANNERS)}")
+  return _PLANNERS[name](num_images, num_neurons, num_concepts, chunk_size,
+                         **hyper)
+
+
+def _plan_soft_wpmi(n, k, m, chunk_size, *, top_k=100, a=10.0, lam=1.0,
+                    p_start=0.998, p_end=0.97, eps=1e-7):
+  top_k = _check_top_k(top_k, n)
+  for nm, v in (("p_start", p_start), ("p_end", p_end)):
+    if not 0.0 <= v <= 0.999:
+      raise ValueError(f"{nm}={v} must be in [0, 0.999]")
+  if not eps > 0:
+    raise ValueError(f"eps={eps} must be > 0")
+  per_neuron = top_k * m * 4 * 2
+  return KernelPlan(
+      prepare=functools.partial(_softmax_q, a=float(a)),
+      neuron_scores=lambda x, ids, q: _soft_wpmi_scores(
+          x, ids, q, top_k=top_k, p_start=float(p_start), p_end=float(p_end),
+          eps=float(eps)),
+      lam=float(lam),
+      chunk_size=_chunk_size_for(per_neuron, k, chunk_size))
+
+
+def _plan_wpmi(n, k, m, chunk_size, *, top_k=28, a=2.0, lam=0.6, eps=1e-7):
+  top_k = _check_top_k(top_k, n)
+  if not eps > 0:
+    raise ValueError(f"eps={eps} must be > 0")
+  return KernelPlan(
+      prepare=lambda p: jnp.log(_softmax_q(p, float(a)) + eps),
+      neuron_scores=lambda x, ids, lq: _wpmi_scores(x, ids, lq, top_k=top_k),
+      lam=float(lam),
+      chunk_size=_chunk_size_for(top_k * m * 4, k, chunk_size))
+
+
+def _plan_cos(n, k, m, chunk_size):
+  def prepare(p):
+    return p / jnp.maximum(jnp.linalg.norm(p, axis=0, keepdims=True),
+                           jnp.finfo(jnp.float32).tiny)
+  return KernelPlan(prepare=prepare, neuron_scores=_cos_scores, lam=None,
+                    chunk_size=_chunk_size_for(n * 4 * 4, k, chunk_size))
+
+
+def _plan_cos_cubed(n, k, m, chunk_size, *, min_norm=1e-3):
+  if not min_norm > 0:
+    raise ValueError(f"min_norm={min_norm} must be > 0")
+  min_norm = float(min_norm)
+  return KernelPlan(
+      prepare=lambda p: _cubed_normalize(p, 0, min_norm),
+      neuron_scores=lambda x, ids, ph: _cos_cubed_scores(
+          x, ids, ph, min_norm=min_norm),
+      lam=None,
+      chunk_size=_chunk_size_for(n * 4 * 4, k, chunk_size))
+
+
+def _plan_rank_reorder(n, k, m, chunk_size, *, key=None, top_fraction=0.05,
+                       p=3.0, scale_p=0.5):
+  if key is None:
+    raise ValueError("rank_reorder needs key=jax.random.key(seed) for its "
+                     "baseline permutations")
+  if not 0.0 < top_fraction <= 1.0:
+    raise ValueError(f"top_fraction={top_fraction} must be in (0, 1]")
+  top_n = int(math.floor(n * top_fraction))
+  if top_n < 2:
+    raise ValueError(
+        f"rank_reorder uses floor(N * top_fraction) = floor({n} * "
+        f"{top_fraction}) = {top_n} top images; need at least 2 (more probe "
+        "images or a larger top_fraction)")
+  if isinstance(key, (int, np.integer)):
+    raise ValueError("key must be a jax.random key, e.g. jax.random.key(0); "
+                     f"got the int {key}")
+  # (chunk, n, M) values, int32 sort order and gathered activations.
+  per_neuron = top_n * m * 4 * 4
+  return KernelPlan(
+      prepare=lambda x: x,
+      neuron_scores=lambda x, ids, pp: _rank_reorder_scores(
+          x, ids, pp, key=key, n=top_n, power=float(p),
+          scale_p=float(scale_p)),
+      lam=None,
+      chunk_size=_chunk_size_for(per_neuron, k, chunk_size))
+
+
+_PLANNERS = {
+    "soft_wpmi": _plan_soft_wpmi,
+    "wpmi": _plan_wpmi,
+    "cos_similarity": _plan_cos,
+    "cos_similarity_cubed": _plan_cos_cubed,
+    "rank_reorder": _plan_rank_reorder,
+}
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _run_plan(plan: KernelPlan, a: jax.Array, p: jax.Array) -> jax.Array:
+  ctx = plan.prepare(p)
+  scores = map_neuron_chunks(lambda x, ids: plan.neuron_scores(x, ids, ctx),
+                             a, plan.chunk_size)
+  if plan.lam is not None:
+    scores = scores - plan.lam * log_prior(scores)
+  return scores
+
+
+# Plans are hashed by identity for jit's static argument; keep them so that
+# repeated calls with the same shapes and hyper-parameters compile once.
+_PLAN_CACHE: dict[tuple, KernelPlan] = {}
+
+
+def _hyper_key(hyper: dict) -> tuple:
+  items = []
+  for k, v in sorted(hyper.items()):
+    if isinstance(v, jax.Array):  # PRNG keys: hash their raw bits.
+      data = jax.random.key_data(v) if jnp.issubdtype(
+          v.dtype, jax.dtypes.prng_key) else v
+      v = ("array", str(v.dtype), tuple(np.asarray(data).ravel().tolist()))
+    items.append((k, v))
+  return tuple(items)
+
+
+def _resolve_plan(name: str, a: jax.Array, p: jax.Array,
+                  chunk_size: int | None, hyper: dict) -> KernelPlan:
+  n, k = a.shape
+  m = p.shape[1]
+  cache_key = (name, n, k, m, chunk_size, _hyper_key(hyper))
+  if cache_key not in _PLAN_CACHE:
+    try:
+      plan = plan_kernel(name, n, k, m, chunk_size=chunk_size, **hyper)
+    except TypeError as e:  # An unexpected keyword.
+      raise ValueError(f"bad hyper-parameters for {name}: {e}") from e
+    if len(_PLAN_CACHE) >= 64:
+      _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+    _PLAN_CACHE[cache_key] = plan
+  return _PLAN_CACHE[cache_key]
+
+
+def run_similarity(name: str, activations: Any, concept_activations: Any, *,
+                   chunk_size: int | None = None, **hyper) -> jax.Array:
+  """Runs similarity function `name` on one device.
+
+  Args:
+    name: a key of SIMILARITY_FNS.
+    activations: (N, K) activations.
+    concept_activations: (N, M) concept activations P.
+    chunk_size: neurons per chunk (default: from DEFAULT_CHUNK_BYTES).
+    **hyper: the function's hyper-parameters.
+
+  Returns:
+    (K, M) float32 similarity.
+  """
+  a, p = validate_inputs(activations, concept_activations)
+  plan = _resolve_plan(name, a, p, chunk_size, hyper)
+  return _run_plan(plan, a, p)
+
+
+# ----------------------------------------------------------------------------
+# Public kernels.
+# ----------------------------------------------------------------------------
+
+
+def soft_wpmi(activations, concept_activations, *, top_k=100, a=10.0, lam=1.0,
+              p_start=0.998, p_end=0.97, eps=1e-7, chunk_size=None):
+  """Soft weighted pointwise mutual information (the default).
+
+  Q = softmax(a * P) over concepts; for neuron k with top images I_k
+  (descending activation), p_j = p_start - (j / top_k)(p_start - p_end),
+  L[k, m] = sum_j log(1 + p_j (Q[I_kj, m] - 1) + eps),
+  S = L - lam * (logsumexp_k L - log K).
+
+  Args:
+    activations: (N, K) float activations of K neurons on N images.
+    concept_activations: (N, M) P, CLIP cosine similarity image/concept.
+    top_k: number of most activating images per neuron (<= N).
+    a: softmax temperature multiplier.
+    lam: weight of the prior.
+    p_start: weight of the most activating image.
+    p_end: weight at j = top_k (linearly interpolated).
+    eps: added inside the log.
+    chunk_size: neurons per chunk (default from a 256 MiB budget).
+
+  Returns:
+    (K, M) float32 jax array.
+  """
+  return run_similarity("soft_wpmi", activations, concept_activations,
+                        chunk_size=chunk_size, top_k=top_k, a=a, lam=lam,
+                        p_start=p_start, p_end=p_end, eps=eps)
+
+
+def wpmi(activations, concept_activations, *, top_k=28, a=2.0, lam=0.6,
+         eps=1e-7, chunk_size=None):
+  """Weighted pointwise mutual information.
+
+  L[k, m] = sum_j log(Q[I_kj, m] + eps) with Q = softmax(a * P),
+  S = L - lam * (logsumexp_k L - log K).
+
+  Args:
+    activations: (N, K) activations.
+    concept_activations: (N, M) P.
+    top_k: number of most activating images per neuron (<= N).
+    a: softmax temperature multiplier.
+    lam: weight of the prior.
+    eps: added inside the log.
+    chunk_size: neurons per chunk.
+
+  Returns:
+    (K, M) float32 jax array.
+  """
+  return run_similarity("wpmi", activations, concept_activations,
+                        chunk_size=chunk_size, top_k=top_k, a=a, lam=lam,
+                        eps=eps)
+
+
+def cos_similarity(activations, concept_activations, *, chunk_size=None):
+  """Cosine similarity over images: S = A_hat^T P_hat (columns L2-normed).
+
+  A dead (all-zero) neuron gets S = 0.
+
+  Args:
+    activations: (N, K) activations.
+    concept_activations: (N, M) P.
+    chunk_size: neurons per chunk.
+
+  Returns:
+    (K, M) float32 jax array.
+  """
+  return run_similarity("cos_similarity", activations, concept_activations,
+                        chunk_size=chunk_size)
+
+
+def cos_similarity_cubed(activations, concept_activations, *, min_norm=1e-3,
+                         chunk_size=None):
+  """Cosine similarity of centred, cubed columns.
+
+  Each column of A and P: subtract its mean over images, cube element-wise,
+  divide by max(L2 norm, min_norm); S = A_hat^T P_hat.
+
+  Args:
+    activations: (N, K) activations.
+    concept_activations: (N, M) P.
+    min_norm: lower bound of the column norm.
+    chunk_size: neurons per chunk.
+
+  Returns:
+    (K, M) float32 jax array.
+  """
+  return run_similarity("cos_similarity_cubed", activations,
+                        concept_activations, chunk_size=chunk_size,
+                        min_norm=min_norm)
+
+
+def rank_reorder(activations, concept_activations, *, key, top_fraction=0.05,
+                 p=3.0, scale_p=0.5, chunk_size=None):
+  """Rank reorder similarity.
+
+  For neuron k with top n = floor(N * top_fraction) activations
+  a_1 >= .. >= a_n at images I_k, and concept m: give the image with the
+  r-th smallest P[., m] the r-th smallest activation, err = mean |a -
+  a_reordered|^p; baseline = mean over 5 random permutations of |a_asc -
+  a_asc[perm]|^p; S = -(err / baseline) / mean_j(P[I_kj, m])^scale_p.
+  A neuron whose top activations are all equal gets S = 0. A concept whose
+  mean P over the top images is <= 0 (outside the formula's domain) is
+  treated as if the mean were float32's tiniest positive value.
+
+  Args:
+    activations: (N, K) activations.
+    concept_activations: (N, M) P.
+    key: jax.random key; neuron k's permutations come from
+      `rank_reorder_permutations(key, [k], n)`.
+    top_fraction: fraction of images used per neuron.
+    p: exponent of the errors.
+    scale_p: exponent of the mean concept activation.
+    chunk_size: neurons per chunk.
+
+  Returns:
+    (K, M) float32 jax array.
+  """
+  return run_similarity("rank_reorder", activations, concept_activations,
+                        chunk_size=chunk_size, key=key,
+                        top_fraction=top_fraction, p=p, scale_p=scale_p)
+
+
+SIMILARITY_FNS: dict[str, Callable[..., jax.Array]] = {
+    "soft_wpmi": soft_wpmi,
+    "wpmi": wpmi,
+    "cos_similarity": cos_similarity,
+    "cos_similarity_cubed": cos_similarity_cubed,
+    "rank_reorder": rank_reorder,
+}
+
+
+# ----------------------------------------------------------------------------
+# Labels.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuronDescription:
+  """The label of one neuron.
+
+  Attributes:
+    unit: neuron index (column of the activations).
+    label: best concept.
+    score: its similarity.
+    alternatives: the next best (concept, similarity) pairs, best first.
+  """
+  unit: int
+  label: str
+  score: float
+  alternatives: tuple[tuple[str, float], ...]
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _top_concepts(similarity: jax.Array, n: int):
+  return jax.lax.top_k(similarity, n)
+
+
+def describe(similarity: Any, concepts: Sequence[str],
+             top_n: int = 5) -> list[NeuronDescription]:
+  """Labels each neuron with its best concept and the next `top_n`.
+
+  Args:
+    similarity: (K, M) similarity from a kernel.
+    concepts: the M concept strings, in column order.
+    top_n: how many alternatives after the best to keep.
+
+  Returns:
+    K NeuronDescriptions, in unit order.
+  """
+  s = _as_matrix(similarity, "similarity", "K neurons, M concepts")
+  if s.shape[1] != len(concepts):
+    raise ValueError(f"similarity has {s.shape[1]} concept columns but "
+                     f"{len(concepts)} concepts were given")
+  if not isinstance(top_n, (int, np.integer)) or top_n < 0:
+    raise ValueError(f"top_n must be a non-negative int; got {top_n!r}")
+  n = min(int(top_n) + 1, s.shape[1])
+  vals, idx = (np.asarray(x) for x in _top_concepts(s, n))
+  return [
+      NeuronDescription(
+          unit=k, label=concepts[idx[k, 0]], score=float(vals[k, 0]),
+          alternatives=tuple((concepts[i], float(v))
+                             for i, v in zip(idx[k, 1:], vals[k, 1:])))
+      for k in range(s.shape[0])
+  ]

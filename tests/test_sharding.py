@@ -1,0 +1,64 @@
+"""Sharded kernels equal the single-device result (8 host CPU devices)."""
+
+import jax
+import numpy as np
+import pytest
+
+from jax_dissect import sharding
+from jax_dissect import similarity
+
+_HYPER = {
+    "soft_wpmi": {"top_k": 20},
+    "wpmi": {"top_k": 10},
+    "cos_similarity": {},
+    "cos_similarity_cubed": {},
+    "rank_reorder": {"key": jax.random.key(3)},
+}
+
+
+def _inputs(n, k, m, seed=0):
+  rng = np.random.default_rng(seed)
+  a = rng.normal(size=(n, k)).astype(np.float32)
+  p = rng.uniform(0.05, 0.4, size=(n, m)).astype(np.float32)
+  return a, p
+
+
+def test_eight_devices_available():
+  assert jax.device_count() == 8
+
+
+@pytest.mark.parametrize("method", sharding.METHODS)
+@pytest.mark.parametrize("k", [8, 13, 2048])
+@pytest.mark.parametrize("name", sorted(_HYPER))
+def test_sharded_equals_single_device(name, k, method):
+  if k == 2048 and name == "rank_reorder":
+    n, m = 60, 8  # rank_reorder sorts (K, n, M): keep it small.
+  else:
+    n, m = (64, 16) if k == 2048 else (80, 24)
+  a, p = _inputs(n, k, m, seed=k)
+  single = similarity.SIMILARITY_FNS[name](a, p, **_HYPER[name])
+  sharded = sharding.sharded_similarity(name, a, p, method=method,
+                                        **_HYPER[name])
+  assert sharded.shape == (k, m)
+  np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
+
+
+def test_subset_of_devices_and_chunking():
+  a, p = _inputs(50, 13, 10)
+  single = similarity.soft_wpmi(a, p, top_k=7)
+  for devices in (3, jax.devices()[2:7]):
+    out = sharding.sharded_similarity("soft_wpmi", a, p, devices=devices,
+                                      chunk_size=2, top_k=7)
+    np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments():
+  a, p = _inputs(50, 4, 10)
+  with pytest.raises(ValueError, match="method='vmap'"):
+    sharding.sharded_similarity("wpmi", a, p, method="vmap")
+  with pytest.raises(ValueError, match="devices=9"):
+    sharding.sharded_similarity("wpmi", a, p, devices=9)
+  with pytest.raises(ValueError, match="unknown similarity function"):
+    sharding.sharded_similarity("wmpi", a, p)
+  with pytest.raises(ValueError, match="top_k=51"):
+    sharding.sharded_similarity("wpmi", a, p, top_k=51)

@@ -1,0 +1,265 @@
+"""Kernels against per-neuron numpy implementations of DESIGN.md's formulas."""
+
+import jax
+import numpy as np
+import pytest
+
+from jax_dissect import similarity
+
+RTOL, ATOL = 1e-5, 1e-4
+
+
+# ----------------------------------------------------------------------------
+# Per-neuron numpy references, written straight from the formulas.
+# ----------------------------------------------------------------------------
+
+
+def _softmax(x):
+  x = x - x.max(axis=1, keepdims=True)
+  e = np.exp(x)
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def _logsumexp(x, axis):
+  mx = x.max(axis=axis)
+  return mx + np.log(np.exp(x - np.expand_dims(mx, axis)).sum(axis=axis))
+
+
+def ref_soft_wpmi(a, p, top_k=100, alpha=10.0, lam=1.0, p_start=0.998,
+                  p_end=0.97, eps=1e-7):
+  a, p = a.astype(np.float64), p.astype(np.float64)
+  q = _softmax(alpha * p)
+  k_total = a.shape[1]
+  ll = np.zeros((k_total, p.shape[1]))
+  for k in range(k_total):
+    idx = np.argsort(-a[:, k], kind="stable")[:top_k]
+    for j, i in enumerate(idx):
+      pj = p_start - (j / top_k) * (p_start - p_end)
+      ll[k] += np.log(1 + pj * (q[i] - 1) + eps)
+  prior = _logsumexp(ll, 0) - np.log(k_total)
+  return ll - lam * prior
+
+
+def ref_wpmi(a, p, top_k=28, alpha=2.0, lam=0.6, eps=1e-7):
+  a, p = a.astype(np.float64), p.astype(np.float64)
+  q = _softmax(alpha * p)
+  ll = np.zeros((a.shape[1], p.shape[1]))
+  for k in range(a.shape[1]):
+    idx = np.argsort(-a[:, k], kind="stable")[:top_k]
+    ll[k] = np.log(q[idx] + eps).sum(axis=0)
+  prior = _logsumexp(ll, 0) - np.log(a.shape[1])
+  return ll - lam * prior
+
+
+def ref_cos(a, p):
+  a, p = a.astype(np.float64), p.astype(np.float64)
+  out = np.zeros((a.shape[1], p.shape[1]))
+  for k in range(a.shape[1]):
+    ak = a[:, k] / max(np.linalg.norm(a[:, k]), 1e-38)
+    for m in range(p.shape[1]):
+      out[k, m] = ak @ (p[:, m] / np.linalg.norm(p[:, m]))
+  return out
+
+
+def ref_cos_cubed(a, p, min_norm=1e-3):
+  def norm(x):
+    x = (x - x.mean()) ** 3
+    return x / max(np.linalg.norm(x), min_norm)
+  a, p = a.astype(np.float64), p.astype(np.float64)
+  out = np.zeros((a.shape[1], p.shape[1]))
+  for k in range(a.shape[1]):
+    for m in range(p.shape[1]):
+      out[k, m] = norm(a[:, k]) @ norm(p[:, m])
+  return out
+
+
+def ref_rank_reorder(a, p, perms, top_fraction=0.05, power=3.0, scale_p=0.5):
+  """perms: (K, 5, n) baseline permutations per neuron."""
+  a, p = a.astype(np.float64), p.astype(np.float64)
+  n = int(np.floor(a.shape[0] * top_fraction))
+  out = np.zeros((a.shape[1], p.shape[1]))
+  for k in range(a.shape[1]):
+    idx = np.argsort(-a[:, k], kind="stable")[:n]
+    acts = a[idx, k]  # descending
+    asc = acts[::-1]
+    baseline = np.mean([np.mean(np.abs(asc - asc[perm]) ** power)
+                        for perm in perms[k]])
+    for m in range(p.shape[1]):
+      pk = p[idx, m]
+      ranks = np.argsort(np.argsort(pk, kind="stable"), kind="stable")
+      reordered = asc[ranks]
+      err = np.mean(np.abs(acts - reordered) ** power)
+      out[k, m] = -(err / baseline) / np.mean(pk) ** scale_p
+  return out
+
+
+def _random_inputs(n, k, m, seed=0):
+  rng = np.random.default_rng(seed)
+  a = rng.permutation(n * k).reshape(n, k).astype(np.float32) / (n * k)
+  a = a + rng.normal(size=(n, k)).astype(np.float32) * 1e-3
+  p = rng.uniform(0.05, 0.4, size=(n, m)).astype(np.float32)
+  return a, p
+
+
+# ----------------------------------------------------------------------------
+# Equivalence.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_soft_wpmi_matches_reference(chunk_size):
+  a, p = _random_inputs(150, 11, 37)
+  got = similarity.soft_wpmi(a, p, chunk_size=chunk_size)
+  np.testing.assert_allclose(got, ref_soft_wpmi(a, p), rtol=RTOL, atol=ATOL)
+
+
+def test_soft_wpmi_hyperparameters():
+  a, p = _random_inputs(60, 7, 20, seed=1)
+  kw = dict(top_k=13, lam=0.5, p_start=0.9, p_end=0.5, eps=1e-5)
+  got = similarity.soft_wpmi(a, p, a=4.0, **kw)
+  np.testing.assert_allclose(got, ref_soft_wpmi(a, p, alpha=4.0, **kw),
+                             rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_wpmi_matches_reference(chunk_size):
+  a, p = _random_inputs(120, 9, 25, seed=2)
+  got = similarity.wpmi(a, p, chunk_size=chunk_size)
+  np.testing.assert_allclose(got, ref_wpmi(a, p), rtol=RTOL, atol=ATOL)
+  got = similarity.wpmi(a, p, top_k=5, a=3.0, lam=1.0)
+  np.testing.assert_allclose(got, ref_wpmi(a, p, 5, 3.0, 1.0), rtol=RTOL,
+                             atol=ATOL)
+
+
+def test_cos_similarity_matches_reference():
+  a, p = _random_inputs(80, 6, 15, seed=3)
+  np.testing.assert_allclose(similarity.cos_similarity(a, p, chunk_size=4),
+                             ref_cos(a, p), rtol=RTOL, atol=ATOL)
+
+
+def test_cos_similarity_cubed_matches_reference():
+  a, p = _random_inputs(80, 6, 15, seed=4)
+  np.testing.assert_allclose(similarity.cos_similarity_cubed(a, p),
+                             ref_cos_cubed(a, p), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+      similarity.cos_similarity_cubed(a, p, min_norm=0.5),
+      ref_cos_cubed(a, p, min_norm=0.5), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_rank_reorder_matches_reference(chunk_size):
+  a, p = _random_inputs(200, 5, 12, seed=5)
+  key = jax.random.key(7)
+  got = similarity.rank_reorder(a, p, key=key, chunk_size=chunk_size)
+  perms = np.asarray(similarity.rank_reorder_permutations(
+      key, np.arange(5), 10))
+  np.testing.assert_allclose(got, ref_rank_reorder(a, p, perms), rtol=RTOL,
+                             atol=ATOL)
+  got = similarity.rank_reorder(a, p, key=key, top_fraction=0.1, p=2.0,
+                                scale_p=1.0)
+  perms = np.asarray(similarity.rank_reorder_permutations(
+      key, np.arange(5), 20))
+  np.testing.assert_allclose(
+      got, ref_rank_reorder(a, p, perms, 0.1, 2.0, 1.0), rtol=RTOL, atol=ATOL)
+
+
+def test_rank_reorder_permutations_are_permutations_and_seeded():
+  key = jax.random.key(0)
+  perms = np.asarray(similarity.rank_reorder_permutations(
+      key, np.arange(4), 9))
+  assert perms.shape == (4, similarity.NUM_BASELINE_PERMUTATIONS, 9)
+  for row in perms.reshape(-1, 9):
+    assert sorted(row) == list(range(9))
+  again = similarity.rank_reorder_permutations(key, np.arange(4), 9)
+  np.testing.assert_array_equal(perms, again)
+  other = similarity.rank_reorder_permutations(jax.random.key(1),
+                                               np.arange(4), 9)
+  assert not np.array_equal(perms, other)
+
+
+def test_registry_names_and_numpy_or_jax_input():
+  assert set(similarity.SIMILARITY_FNS) == {
+      "soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed",
+      "rank_reorder"}
+  a, p = _random_inputs(40, 3, 6)
+  out = similarity.SIMILARITY_FNS["wpmi"](jax.numpy.asarray(a), p, top_k=5)
+  assert isinstance(out, jax.Array)
+  assert out.shape == (3, 6) and out.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------
+# Bad input and degenerate neurons.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(similarity.SIMILARITY_FNS))
+def test_dead_neurons_give_finite_scores(name):
+  a, p = _random_inputs(100, 4, 9)
+  a[:, 1] = 0.0
+  a[:, 2] = 3.5
+  kw = {"key": jax.random.key(0)} if name == "rank_reorder" else {}
+  if name in ("soft_wpmi", "wpmi"):
+    kw["top_k"] = 10
+  out = np.asarray(similarity.SIMILARITY_FNS[name](a, p, **kw))
+  assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("a_shape,p_shape,match", [
+    ((10, 3), (11, 4), "10 images.*11"),
+    ((10,), (10, 4), "activations must be 2-D"),
+    ((10, 3, 2), (10, 4), "activations must be 2-D"),
+    ((10, 3), (10,), "concept_activations must be 2-D"),
+    ((0, 3), (0, 4), "activations is empty"),
+    ((10, 0), (10, 4), "activations is empty"),
+    ((10, 3), (10, 1), "at least 2 concepts"),
+])
+def test_bad_shapes(a_shape, p_shape, match):
+  with pytest.raises(ValueError, match=match):
+    similarity.cos_similarity(np.ones(a_shape), np.ones(p_shape))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", ["activations", "concept_activations"])
+def test_nonfinite_values(bad, which):
+  a, p = _random_inputs(20, 3, 4)
+  (a if which == "activations" else p)[3, 1] = bad
+  with pytest.raises(ValueError, match=f"{which} contains 1 NaN or inf"):
+    similarity.soft_wpmi(a, p, top_k=5)
+
+
+def test_top_k_larger_than_n():
+  a, p = _random_inputs(20, 3, 4)
+  with pytest.raises(ValueError, match="top_k=100 .* N=20"):
+    similarity.soft_wpmi(a, p)
+  with pytest.raises(ValueError, match="top_k=21 .* N=20"):
+    similarity.wpmi(a, p, top_k=21)
+
+
+def test_other_bad_arguments():
+  a, p = _random_inputs(20, 3, 4)
+  with pytest.raises(ValueError, match="needs key"):
+    similarity.rank_reorder(a, p, key=None)
+  with pytest.raises(ValueError, match="need at least 2"):
+    similarity.rank_reorder(a, p, key=jax.random.key(0))
+  with pytest.raises(ValueError, match="chunk_size"):
+    similarity.cos_similarity(a, p, chunk_size=0)
+  with pytest.raises(ValueError, match="numeric"):
+    similarity.cos_similarity(np.array([["a", "b"]]), p)
+  with pytest.raises(ValueError, match="unknown similarity function 'nope'"):
+    similarity.run_similarity("nope", a, p)
+
+
+# ----------------------------------------------------------------------------
+# describe.
+# ----------------------------------------------------------------------------
+
+
+def test_describe_labels_and_alternatives():
+  s = np.array([[0.1, 0.9, 0.5, 0.3], [0.8, 0.2, 0.1, 0.0]], np.float32)
+  out = similarity.describe(s, ["a", "b", "c", "d"], top_n=2)
+  assert [d.label for d in out] == ["b", "a"]
+  assert out[0].score == pytest.approx(0.9)
+  assert [c for c, _ in out[0].alternatives] == ["c", "d"]
+  assert out[1].unit == 1 and [c for c, _ in out[1].alternatives] == ["b", "c"]
+  with pytest.raises(ValueError, match="4 concept columns but 3"):
+    similarity.describe(s, ["a", "b", "c"])
