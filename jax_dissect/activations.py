@@ -173,7 +173,7 @@ def capture_pooled(module: nn.Module, variables: Mapping[str, Any],
       values), e.g. deterministic=True.
 
   Returns:
-    {layer: (B, C) float32 jax.Array}.
+    {layer: (B, C) float32 jax.Array}, in the order of `layers`.
 
   Raises:
     ValueError: for an unknown layer (listing the valid ones, nearest
@@ -184,7 +184,8 @@ def capture_pooled(module: nn.Module, variables: Mapping[str, Any],
     raise ValueError("layers is empty; name at least one layer")
   pool = canonical_pool(pool)
   fn = _capture_fn(module, layers, pool, tuple(sorted(apply_kwargs.items())))
-  return fn(variables, images)
+  pooled = fn(variables, images)
+  return {l: pooled[l] for l in layers}  # jit returns keys sorted.
 
 
 def _iter_batches(images: Any, batch_size: int) -> Iterator[np.ndarray]:
