@@ -10,7 +10,6 @@ Flax variables key by key (see convert.py).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Sequence
 
