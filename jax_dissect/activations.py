@@ -162,6 +162,8 @@ def capture_pooled(module: nn.Module, variables: Mapping[str, Any],
   """Pooled activations of `layers` for one batch, in one jitted call.
 
   Compiled once per (module, layers, pool, apply_kwargs, input shape).
+  Numpy variables are copied to the device on every call: for repeated
+  calls pass `jax.device_put(variables)` (collect_activations does).
 
   Args:
     module: any Flax linen module (hashable, as linen modules are).
