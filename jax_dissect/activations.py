@@ -10,8 +10,9 @@ pooling run in one jitted function, so full feature maps stay on the device:
 - (B, T, C) token maps take the CLS token, index 0;
 - (B, C) outputs are kept.
 
-`collect_activations` walks a whole probe set in fixed-size batches and
-returns {layer: (N, C) float32 numpy}.
+`iter_activations` walks a whole probe set in fixed-size batches and yields
+pooled numpy batches; `collect_activations` gathers them into
+{layer: (N, C) float32 numpy}.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def pool_output(value: jax.Array, pool: str = "avg",
     ValueError: for outputs of another rank.
   """
   mode = canonical_pool(pool)
+  if not hasattr(value, "ndim"):
+    raise ValueError(f"layer {layer!r} outputs a {type(value).__name__}, not "
+                     f"an array; capture one of its submodules instead")
   value = value.astype(jnp.float32)
   if value.ndim == 4:
     return jnp.mean(value, (1, 2)) if mode == "avg" else jnp.max(value, (1, 2))
@@ -198,54 +202,56 @@ def _iter_batches(images: Any, batch_size: int) -> Iterator[np.ndarray]:
     yield from images
 
 
-def collect_activations(module: nn.Module, variables: Mapping[str, Any],
-                        images: np.ndarray | Iterable[np.ndarray],
-                        layers: Sequence[str], pool: str = "avg",
-                        batch_size: int = 64, num_images: int | None = None,
-                        log_every_s: float = 10.0,
-                        **apply_kwargs) -> dict[str, np.ndarray]:
-  """Pooled activations of a whole probe set, batch by batch.
+def iter_activations(module: nn.Module, variables: Mapping[str, Any],
+                     images: np.ndarray | Iterable[np.ndarray],
+                     layers: Sequence[str], pool: str = "avg",
+                     batch_size: int = 64, num_images: int | None = None,
+                     log_every_s: float = 10.0,
+                     **apply_kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """Yields pooled activations batch by batch, with bounded memory.
 
-  Memory stays bounded: one batch of inputs is on the device at a time (plus
-  the one being computed, as dispatch is asynchronous) and only the pooled
-  (B, C) rows come back. Every batch is padded to `batch_size` so the
-  function compiles once; the padding rows are dropped.
+  One batch of inputs is on the device at a time (plus the one being
+  computed, as dispatch is asynchronous: batch i + 1 is dispatched before
+  batch i's results are copied back) and only the pooled (B, C) rows come
+  back. Every batch is padded to `batch_size` so the function compiles once;
+  the padding rows are dropped. Progress (counts, images/s, ETA) is logged
+  with absl logging at most every `log_every_s` seconds.
 
   Args:
     module: any Flax linen module.
-    variables: its variables.
+    variables: its variables (copied to the device once).
     images: an (N, H, W, 3) array, or an iterable of (B_i, H, W, 3) batches
       with B_i <= batch_size (e.g. a generator reading files).
     layers: dotted layer paths.
     pool: "avg" (alias "mean") or "max".
     batch_size: images per jitted call.
-    num_images: total images, for progress/ETA logging when `images` is an
-      iterable without a length.
-    log_every_s: seconds between progress log lines (absl logging, INFO).
+    num_images: total images, for the ETA when `images` is an iterable;
+      taken from an array's first dimension.
+    log_every_s: seconds between progress log lines.
     **apply_kwargs: extra keyword arguments of module.apply.
 
-  Returns:
-    {layer: (N, C) float32 numpy array}, rows in input order.
+  Yields:
+    {layer: (B_i, C) float32 numpy array} per input batch, in input order.
 
   Raises:
-    ValueError: for a batch larger than `batch_size`, an unknown layer, a bad
-      pool mode, or an empty probe set.
+    ValueError: for a batch larger than `batch_size`, an unknown layer or a
+      bad pool mode.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size}; must be >= 1")
   layers, pool = tuple(layers), canonical_pool(pool)
-  if num_images is None and hasattr(images, "__len__") and isinstance(
-      images, (np.ndarray, jax.Array)):
+  if not layers:
+    raise ValueError("layers is empty; name at least one layer")
+  if num_images is None and isinstance(images, (np.ndarray, jax.Array)):
     num_images = int(images.shape[0])
   variables = jax.device_put(variables)  # Once, not once per batch.
-  chunks = {l: [] for l in layers}
   pending = None  # (pooled device arrays, rows) of the previous batch.
-  done, start, last_log = 0, time.monotonic(), time.monotonic()
+  done, start = 0, time.monotonic()
+  last_log = start
 
-  def drain(item):
+  def fetch(item):
     pooled, rows = item
-    for l in layers:
-      chunks[l].append(np.asarray(pooled[l][:rows], np.float32))
+    return {l: np.asarray(pooled[l][:rows], np.float32) for l in layers}
 
   for batch in _iter_batches(images, batch_size):
     batch = np.asarray(batch)
@@ -259,7 +265,7 @@ def collect_activations(module: nn.Module, variables: Mapping[str, Any],
     pooled = capture_pooled(module, variables, batch, layers, pool,
                             **apply_kwargs)
     if pending is not None:
-      drain(pending)
+      yield fetch(pending)
     pending = (pooled, rows)
     done += rows
     now = time.monotonic()
@@ -267,16 +273,40 @@ def collect_activations(module: nn.Module, variables: Mapping[str, Any],
       last_log = now
       rate = done / max(now - start, 1e-9)
       if num_images:
-        eta = (num_images - done) / max(rate, 1e-9)
         logging.info("activations: %d/%d images, %.1f images/s, ETA %.0f s",
-                     done, num_images, rate, eta)
+                     done, num_images, rate,
+                     (num_images - done) / max(rate, 1e-9))
       else:
         logging.info("activations: %d images, %.1f images/s", done, rate)
-  if pending is None:
-    raise ValueError("no images: the probe set is empty")
-  drain(pending)
+  if pending is not None:
+    yield fetch(pending)
   elapsed = time.monotonic() - start
   logging.info("activations: %d images of %d layer(s) in %.1f s (%.1f "
                "images/s)", done, len(layers), elapsed,
                done / max(elapsed, 1e-9))
+
+
+def collect_activations(module: nn.Module, variables: Mapping[str, Any],
+                        images: np.ndarray | Iterable[np.ndarray],
+                        layers: Sequence[str], pool: str = "avg",
+                        batch_size: int = 64, num_images: int | None = None,
+                        log_every_s: float = 10.0,
+                        **apply_kwargs) -> dict[str, np.ndarray]:
+  """Pooled activations of a whole probe set (see `iter_activations`).
+
+  Returns:
+    {layer: (N, C) float32 numpy array}, rows in input order.
+
+  Raises:
+    ValueError: as `iter_activations`, and for an empty probe set.
+  """
+  layers = tuple(layers)
+  chunks = {l: [] for l in layers}
+  for pooled in iter_activations(module, variables, images, layers, pool,
+                                 batch_size, num_images, log_every_s,
+                                 **apply_kwargs):
+    for l in layers:
+      chunks[l].append(pooled[l])
+  if not chunks[layers[0]]:
+    raise ValueError("no images: the probe set is empty")
   return {l: np.concatenate(chunks[l]) for l in layers}

@@ -128,6 +128,40 @@ def test_collect_activations_streams_in_order(resnet18):
     np.testing.assert_array_equal(from_iter[layer], from_array[layer])
 
 
+def test_iter_activations_yields_batches(resnet18):
+  module, variables = resnet18
+  images = np.random.default_rng(4).normal(size=(3, 32, 32, 3)).astype(
+      np.float32)
+  batches = list(activations.iter_activations(module, variables, images,
+                                              ["layer3"], batch_size=2))
+  assert [b["layer3"].shape for b in batches] == [(2, 256), (1, 256)]
+
+
+class _Pair(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return x, x
+
+
+class _TupleModel(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    a, _ = _Pair(name="pair")(x)
+    return nn.Dense(2, name="head")(a.reshape(a.shape[0], -1))
+
+
+def test_tuple_output_is_refused_clearly():
+  module = _TupleModel()
+  images = np.zeros((2, 2, 2, 3), np.float32)
+  variables = module.init(jax.random.key(0), images)
+  assert list(activations.list_layers(module, variables, images.shape)) == [
+      "head"]
+  with pytest.raises(ValueError, match="'pair' outputs a tuple"):
+    activations.capture_pooled(module, variables, images, ["pair"])
+
+
 def test_collect_activations_bad_input(resnet18):
   module, variables = resnet18
   with pytest.raises(ValueError, match="more than batch_size=2"):
@@ -136,3 +170,5 @@ def test_collect_activations_bad_input(resnet18):
         batch_size=2)
   with pytest.raises(ValueError, match="empty"):
     activations.collect_activations(module, variables, [], ["fc"])
+  with pytest.raises(ValueError, match="layers is empty"):
+    activations.collect_activations(module, variables, [], [])
