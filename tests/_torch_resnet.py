@@ -31,8 +31,8 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
   return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def torch_outputs(model, images_nhwc: np.ndarray,
-                  layers: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def torch_outputs(model, images_nhwc: np.ndarray, layers: list[str]
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """Forward-hook outputs of `layers` (NCHW numpy) and the logits."""
   outputs, handles = {}, []
   modules = dict(model.named_modules())

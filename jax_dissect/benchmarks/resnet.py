@@ -6,7 +6,8 @@ the shared ImageNet sample (random pixels if it is absent), capture the
 outputs of conv1 and layer1..layer4 and average-pool them over space. Timed
 passes alternate between the frameworks so load changes hit both; the
 reported rates use the median pass and the fastest pass (on a shared,
-busy machine the fastest pass is the least disturbed). Preprocessing is not timed.
+busy machine the fastest pass is the least disturbed). Preprocessing is not
+timed.
 """
 
 from __future__ import annotations

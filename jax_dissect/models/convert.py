@@ -61,7 +61,7 @@ def _torch_key_and_layout(path: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def _torch_to_flax_layout(array: np.ndarray) -> np.ndarray:
-  """Torch (O, I, *spatial) weights -> Flax (*spatial, I, O); (O, I) -> (I, O)."""
+  """Torch (O, I, *spatial) -> Flax (*spatial, I, O); so (O, I) -> (I, O)."""
   if array.ndim < 2:
     return array
   return np.transpose(array, tuple(range(2, array.ndim)) + (1, 0))
@@ -133,7 +133,7 @@ def convert_state_dict(state_dict: Mapping[str, Any],
 
 def check_variables(variables: Mapping[str, Any],
                     target: Mapping[str, Any]) -> None:
-  """Raises ValueError unless `variables` has the paths and shapes of `target`."""
+  """Raises ValueError unless `variables` has target's paths and shapes."""
   got = {"/".join(p): tuple(np.shape(v))
          for p, v in traverse_util.flatten_dict(variables).items()}
   want = {"/".join(p): tuple(v.shape)
@@ -175,7 +175,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
       return dict(load_file(path))
     except Exception as e:  # safetensors raises its own error types.
-      raise WeightsLoadError(f"cannot read safetensors file {path!r}: {e}") from e
+      raise WeightsLoadError(
+          f"cannot read safetensors file {path!r}: {e}") from e
   if path.endswith((".pth", ".pt")):
     try:
       import torch  # pylint: disable=g-import-not-at-top
@@ -220,7 +221,8 @@ def download_hub_state_dict(
       hint to pass a local file instead.
   """
   if download is None:
-    from huggingface_hub import hf_hub_download as download  # pylint: disable=g-import-not-at-top
+    import huggingface_hub  # pylint: disable=g-import-not-at-top
+    download = huggingface_hub.hf_hub_download
   try:
     path = download(repo_id=repo_id, filename=filename, revision=revision)
   except Exception as e:  # hub errors: offline, 404, auth, network.
