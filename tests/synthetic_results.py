@@ -58,7 +58,7 @@ def make_world(n_per_class=12, n_noise_neurons=4, n_planted=4, seed=0,
   y = np.repeat(np.arange(len(classes)), n_per_class)
   n = len(y)
   class_emb = fake_embed(classes)
-  img = (0.4 * class_emb[y] + rng.standard_normal((n, DIM)) / np.sqrt(DIM)
+  img = (0.8 * class_emb[y] + rng.standard_normal((n, DIM)) / np.sqrt(DIM)
          + 0.5 * _SHARED)
   img = _unit(img).astype(np.float32)
   text = fake_embed(concepts)
