@@ -38,14 +38,22 @@ def normalize_name(name: str) -> str:
   return " ".join(name.lower().split())
 
 
-def read_class_names(path: str | os.PathLike) -> list[str]:
+def read_class_names(path: str | os.PathLike,
+                     first_synonym: bool = False) -> list[str]:
   """Reads class names, one per line in class-index order.
 
   Trailing newlines are ignored; a blank line inside the file is an error,
   since it would shift every later class index.
+
+  Args:
+    path: the file (e.g. imagenet_labels.txt).
+    first_synonym: keep only the text before the first comma of each line
+      ("tench, Tinca tinca" -> "tench").
   """
   with open(path, encoding="utf-8-sig") as f:
     names = [line.strip() for line in f.read().rstrip("\r\n").splitlines()]
+  if first_synonym:
+    names = [n.split(",")[0].strip() for n in names]
   if not names or any(not n for n in names):
     raise ValueError(f"{path}: class names must be one non-empty name per "
                      "line, in class-index order")

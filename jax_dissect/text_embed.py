@@ -144,3 +144,59 @@ def clip_text_embedder(model: str = DEFAULT_CLIP_MODEL,
   from jax_dissect import clip  # pylint: disable=g-import-not-at-top
   embedder = clip.ClipEmbedder(model, **kwargs)
   return lambda texts: normalize_rows(embedder.text_embeddings(list(texts)))
+
+
+EMBEDDER_KINDS = ("cached", "clip", "cached+clip", "sentence")
+
+
+def make_text_embedder(kind: str, results=None,
+                       model: str | None = None) -> TextEmbedFn:
+  """Builds a text embedder by name, as the analysis scripts' flags do.
+
+  Args:
+    kind: one of EMBEDDER_KINDS: "cached" (the concept set's CLIP text
+      embeddings stored with `results`; other strings are an error), "clip"
+      (CLIP's text tower), "cached+clip" (cached, CLIP for other strings),
+      "sentence" (a sentence-transformers model).
+    results: a results_dir.Results (needed for "cached" kinds, and for the
+      default CLIP model, config["clip_model"]).
+    model: the CLIP or sentence model (hub id or local dir); defaults: the
+      run's clip_model (else DEFAULT_CLIP_MODEL), DEFAULT_SENTENCE_MODEL.
+
+  Returns:
+    text_embed_fn.
+  """
+  if kind not in EMBEDDER_KINDS:
+    raise ValueError(f"unknown text embedder {kind!r}; allowed: "
+                     f"{list(EMBEDDER_KINDS)}")
+  if kind == "sentence":
+    return sentence_transformer_embedder(model or DEFAULT_SENTENCE_MODEL)
+  clip_model = model or (results.config.get("clip_model") if results else
+                         None) or DEFAULT_CLIP_MODEL
+  if kind == "clip":
+    return clip_text_embedder(clip_model)
+  if results is None:
+    raise ValueError(f"text embedder {kind!r} needs a results directory")
+  fallback = None
+  if kind == "cached+clip":
+    cache: list[TextEmbedFn] = []
+
+    def fallback(texts):  # Load CLIP only if a string is not cached.
+      if not cache:
+        cache.append(clip_text_embedder(clip_model))
+      return cache[0](texts)
+
+  return cached_embedder(results.concepts, results.text_embeddings(),
+                         fallback)
+
+
+def import_callable(spec: str):
+  """Imports "package.module:function" (e.g. a custom text_embed_fn)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module, sep, name = spec.partition(":")
+  if not sep or not module or not name:
+    raise ValueError(f"{spec!r} is not 'package.module:function'")
+  fn = getattr(importlib.import_module(module), name, None)
+  if not callable(fn):
+    raise ValueError(f"{spec!r}: module {module!r} has no callable {name!r}")
+  return fn
