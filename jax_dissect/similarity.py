@@ -13,7 +13,8 @@ it with neurons spread over devices and still get the single-device result:
   prior (soft_wpmi, wpmi only)      S = L - lam * (logsumexp_k L - log K)
 
 Neurons are processed in chunks (lax.map) so that peak memory is
-O(N*M + chunk_size*top_k*M), never K*N*M.
+O(N*M + chunk_size*M) (rank_reorder: O(N*M + chunk_size*n*M) for its sort),
+never K*N*M.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ import numpy as np
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 # Number of random permutations of rank_reorder's baseline.
 NUM_BASELINE_PERMUTATIONS = 5
-# In soft_wpmi, this many factors are multiplied before one log is taken:
-# every factor is >= 1 - p_start + eps >= 1e-3 for the allowed p_start, so a
-# product of 8 stays far above float32's smallest normal (1e-38 > 1e-24).
-_PRODUCT_BLOCK = 8
+# (soft_)wpmi multiply this many factors before taking one log. Every factor
+# is >= eps >= 1e-7 (eps is bounded below), so a product of 4 is >= 1e-28,
+# far above float32's smallest normal (1.2e-38): no underflow, and the result
+# equals the sum of logs to float32 rounding.
+_PRODUCT_BLOCK = 4
+_MIN_EPS = 1e-7
 
 
 # ----------------------------------------------------------------------------
@@ -58,6 +61,11 @@ def _as_matrix(x: Any, name: str, dims: str) -> jax.Array:
   if 0 in x.shape:
     raise ValueError(f"{name} is empty: shape {tuple(x.shape)} ({dims})")
   return jnp.asarray(x, jnp.float32)
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+  return jnp.all(jnp.isfinite(x))
 
 
 @jax.jit
@@ -91,8 +99,8 @@ def validate_inputs(activations: Any, concept_activations: Any,
     raise ValueError(f"concept_activations has {p.shape[1]} concept column; "
                      "at least 2 concepts are needed to choose a label")
   for name, x in (("activations", a), ("concept_activations", p)):
-    bad = int(_count_nonfinite(x))
-    if bad:
+    if not bool(_all_finite(x)):  # A cheap AND-reduction; count only then.
+      bad = int(_count_nonfinite(x))
       raise ValueError(f"{name} contains {bad} NaN or inf value(s); "
                        "all values must be finite")
   return a, p
@@ -156,6 +164,44 @@ def log_prior(log_likelihood: jax.Array, num_neurons: int | None = None,
   return jax.nn.logsumexp(log_likelihood, axis=0) - math.log(k)
 
 
+def _sum_log_factors(q: jax.Array, idx: jax.Array, offset: jax.Array,
+                     scale: jax.Array) -> jax.Array:
+  """sum_j log(offset_j + scale_j * q[idx[:, j]]), for a chunk of neurons.
+
+  Walks the top_k positions in blocks of _PRODUCT_BLOCK: each step gathers
+  one row of q per neuron and position, multiplies the block's factors and
+  takes one log, so only (chunk, M) arrays are live and no
+  (chunk, top_k, M) tensor is built.
+
+  Args:
+    q: (N, M) per-image concept probabilities.
+    idx: (C, top_k) int32 image indices of each neuron's top images.
+    offset: (top_k,) per-position offset; factors must be >= 1e-7.
+    scale: (top_k,) per-position scale.
+
+  Returns:
+    (C, M) float32 sums of logs.
+  """
+  c, top_k = idx.shape
+  blocks = -(-top_k // _PRODUCT_BLOCK)
+  pad = blocks * _PRODUCT_BLOCK - top_k
+  # Padded positions gather row 0 with the factor exactly 1.
+  idx = jnp.pad(idx, ((0, 0), (0, pad)))
+  offset = jnp.pad(offset, (0, pad), constant_values=1.0)
+  scale = jnp.pad(scale, (0, pad))
+
+  def block(b, acc):
+    product = None
+    for i in range(_PRODUCT_BLOCK):
+      j = b * _PRODUCT_BLOCK + i
+      factor = offset[j] + scale[j] * q[idx[:, j]]
+      product = factor if product is None else product * factor
+    return acc + jnp.log(product)
+
+  return jax.lax.fori_loop(0, blocks, block,
+                           jnp.zeros((c, q.shape[1]), jnp.float32))
+
+
 def _soft_wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
                       q: jax.Array, *, top_k: int, p_start: float,
                       p_end: float, eps: float) -> jax.Array:
@@ -164,26 +210,17 @@ def _soft_wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
   _, idx = jax.lax.top_k(a_chunk, top_k)  # (chunk, top_k), descending.
   j = jnp.arange(top_k, dtype=jnp.float32)
   p = p_start - (j / top_k) * (p_start - p_end)  # (top_k,)
-  # Factor 1 + p (Q - 1) + eps = (1 - p + eps) + p Q.
-  offset, scale = 1.0 - p + eps, p
-  blocks = -(-top_k // _PRODUCT_BLOCK)
-  pad = blocks * _PRODUCT_BLOCK - top_k
-  # Padded positions gather row 0 with factor exactly 1 (offset 1, scale 0).
-  idx = jnp.pad(idx, ((0, 0), (0, pad)))
-  offset = jnp.pad(offset, (0, pad), constant_values=1.0)
-  scale = jnp.pad(scale, (0, pad))
-  factors = offset[None, :, None] + scale[None, :, None] * q[idx]
-  c, m = factors.shape[0], factors.shape[-1]
-  products = jnp.prod(factors.reshape(c, blocks, _PRODUCT_BLOCK, m), axis=2)
-  return jnp.sum(jnp.log(products), axis=1)
+  # 1 + p (Q - 1) + eps = (1 - p + eps) + p Q.
+  return _sum_log_factors(q, idx, 1.0 - p + eps, p)
 
 
-def _wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
-                 log_q: jax.Array, *, top_k: int) -> jax.Array:
-  """L[k, m] = sum_j log(Q[I_kj, m] + eps), from precomputed log(Q + eps)."""
+def _wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array, q: jax.Array, *,
+                 top_k: int, eps: float) -> jax.Array:
+  """L[k, m] = sum_j log(Q[I_kj, m] + eps), (chunk, M)."""
   del neuron_ids
   _, idx = jax.lax.top_k(a_chunk, top_k)
-  return jnp.sum(log_q[idx], axis=1)
+  return _sum_log_factors(q, idx, jnp.full((top_k,), eps, jnp.float32),
+                          jnp.ones((top_k,), jnp.float32))
 
 
 def _cos_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
@@ -270,6 +307,17 @@ class KernelPlan:
   chunk_size: int
 
 
+# Live bytes per neuron and concept of _sum_log_factors: the accumulator,
+# the running product, one gathered row and one factor, float32 each.
+_LOG_SUM_BYTES_PER_NEURON = 4 * 4
+
+
+def _check_eps(eps: float) -> None:
+  if not eps >= _MIN_EPS:
+    raise ValueError(f"eps={eps} must be >= {_MIN_EPS} (it keeps every "
+                     "factor of the log positive)")
+
+
 def _softmax_q(p: jax.Array, a: float) -> jax.Array:
   return jax.nn.softmax(a * p, axis=1)
 
@@ -289,29 +337,29 @@ def _plan_soft_wpmi(n, k, m, chunk_size, *, top_k=100, a=10.0, lam=1.0,
                     p_start=0.998, p_end=0.97, eps=1e-7):
   top_k = _check_top_k(top_k, n)
   for nm, v in (("p_start", p_start), ("p_end", p_end)):
-    if not 0.0 <= v <= 0.999:
-      raise ValueError(f"{nm}={v} must be in [0, 0.999]")
-  if not eps > 0:
-    raise ValueError(f"eps={eps} must be > 0")
-  per_neuron = top_k * m * 4 * 2
+    if not 0.0 <= v <= 1.0:
+      raise ValueError(f"{nm}={v} must be in [0, 1]")
+  _check_eps(eps)
   return KernelPlan(
       prepare=functools.partial(_softmax_q, a=float(a)),
       neuron_scores=lambda x, ids, q: _soft_wpmi_scores(
           x, ids, q, top_k=top_k, p_start=float(p_start), p_end=float(p_end),
           eps=float(eps)),
       lam=float(lam),
-      chunk_size=_chunk_size_for(per_neuron, k, chunk_size))
+      chunk_size=_chunk_size_for(_LOG_SUM_BYTES_PER_NEURON * m, k,
+                                 chunk_size))
 
 
 def _plan_wpmi(n, k, m, chunk_size, *, top_k=28, a=2.0, lam=0.6, eps=1e-7):
   top_k = _check_top_k(top_k, n)
-  if not eps > 0:
-    raise ValueError(f"eps={eps} must be > 0")
+  _check_eps(eps)
   return KernelPlan(
-      prepare=lambda p: jnp.log(_softmax_q(p, float(a)) + eps),
-      neuron_scores=lambda x, ids, lq: _wpmi_scores(x, ids, lq, top_k=top_k),
+      prepare=functools.partial(_softmax_q, a=float(a)),
+      neuron_scores=lambda x, ids, q: _wpmi_scores(x, ids, q, top_k=top_k,
+                                                   eps=float(eps)),
       lam=float(lam),
-      chunk_size=_chunk_size_for(top_k * m * 4, k, chunk_size))
+      chunk_size=_chunk_size_for(_LOG_SUM_BYTES_PER_NEURON * m, k,
+                                 chunk_size))
 
 
 def _plan_cos(n, k, m, chunk_size):
