@@ -153,3 +153,34 @@ def test_sentence_transformer_missing_extra(monkeypatch):
   monkeypatch.setattr(builtins, "__import__", fake_import)
   with pytest.raises(ImportError, match=r"\.\[sentence\]"):
     text_embed.sentence_transformer_embedder()
+
+
+def test_sentence_transformer_embedder_local_dir(tmp_path):
+  st = pytest.importorskip(
+      "sentence_transformers",
+      reason="optional extra 'sentence' (sentence-transformers) not installed")
+  import transformers  # pylint: disable=g-import-not-at-top
+  words = ["cat", "dog", "tabby", "car", "red", "fire", "truck"]
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                             + words) + "\n")
+  bert_dir = tmp_path / "bert"
+  transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(
+      bert_dir)
+  config = transformers.BertConfig(
+      vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1,
+      num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+  transformers.BertModel(config).save_pretrained(bert_dir)
+  word = st.models.Transformer(str(bert_dir), max_seq_length=16)
+  pool = st.models.Pooling(word.get_word_embedding_dimension(), "mean")
+  model_dir = tmp_path / "st"
+  st.SentenceTransformer(modules=[word, pool], device="cpu").save(
+      str(model_dir))
+  embed = text_embed.sentence_transformer_embedder(str(model_dir),
+                                                   device="cpu")
+  out = embed(["tabby cat", "fire truck", "tabby cat"])
+  assert out.shape == (3, 16) and out.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(out[0], out[2], atol=1e-6)
+  cos = evaluate.label_cosines(["tabby cat"], ["tabby cat"], embed)
+  assert cos[0] == pytest.approx(1.0, abs=1e-5)
