@@ -112,7 +112,8 @@ def main(argv):
          "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync",
          f"--user-data-dir={user_dir}", "--hide-scrollbars",
-         "--window-size=1280,1200", f"--screenshot={os.path.abspath(_OUT.value)}",
+         "--window-size=1280,1200",
+         f"--screenshot={os.path.abspath(_OUT.value)}",
          "file://" + os.path.abspath(html) + "#layer=layer4"],
         check=True, capture_output=True)
   print(_OUT.value)

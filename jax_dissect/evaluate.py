@@ -245,7 +245,8 @@ def write_evaluation(table: Sequence[Mapping[str, Any]],
 def format_table(table: Sequence[Mapping[str, Any]]) -> str:
   """A plain-text table of the summary rows, for logs and the terminal."""
   skip = {"layer"}
-  cols = [k for k in dict.fromkeys(k for r in table for k in r) if k not in skip]
+  cols = [k for k in dict.fromkeys(k for r in table for k in r)
+          if k not in skip]
 
   def fmt(v):
     if v is None:

@@ -187,8 +187,8 @@ class LLMCategorizer:
   The model is any callable prompt (str) -> answer (str). The prompt is
   `prompt_template` (default LLM_PROMPT) formatted with {categories} (comma
   separated) and {label}. The allowed category name that occurs first in
-  the answer, as whole words, is taken (case-insensitive); otherwise "unknown" if
-  allowed, else an error.
+  the answer, as whole words, is taken (case-insensitive); otherwise
+  "unknown" if allowed, else an error.
   """
 
   def __init__(self, llm: Callable[[str], str],

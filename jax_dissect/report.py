@@ -179,8 +179,8 @@ def render_html(data: dict[str, Any]) -> str:
           .replace("%%DATA%%", _json_for_script(data)))
 
 
-def build_report(results: results_lib.Results | str, out_path: str | None = None,
-                 **kwargs) -> str:
+def build_report(results: results_lib.Results | str,
+                 out_path: str | None = None, **kwargs) -> str:
   """Writes the HTML report of a results directory.
 
   Args:

@@ -187,7 +187,7 @@ def load_results(path: str | os.PathLike) -> Results:
 
 
 def analysis_dir(results: Results, out_dir: str | None = None) -> str:
-  """Returns (and creates) where an analysis writes: out_dir or <results>/analysis."""
+  """Returns (and creates) the output dir: out_dir or <results>/analysis."""
   out = out_dir or os.path.join(results.path, ANALYSIS_DIR)
   os.makedirs(out, exist_ok=True)
   return out

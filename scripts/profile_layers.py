@@ -47,6 +47,9 @@ _CLIP_MODEL = flags.DEFINE_string("clip_model", None,
 _EMBED_FN = flags.DEFINE_string(
     "text_embed_fn", None, "module:function, a custom embedder for "
     "--categorizer=clip, used instead of --clip_embedder.")
+_MIN_COS = flags.DEFINE_float(
+    "min_cosine", None, "--categorizer=clip: a label whose best category "
+    "cosine is below this is 'unknown'.")
 _TAU = flags.DEFINE_float(
     "tau", None, "Interpretable if score > tau (default: 0.16 for soft_wpmi).")
 _LAYERS = flags.DEFINE_list("layers", [], "Layers (default: all).")
@@ -68,7 +71,8 @@ def _categorizer(results):
   embed = (text_embed.import_callable(_EMBED_FN.value) if _EMBED_FN.value
            else text_embed.make_text_embedder(_CLIP.value, results,
                                               _CLIP_MODEL.value))
-  return profile.ClipZeroShotCategorizer(embed, _CATEGORIES.value)
+  return profile.ClipZeroShotCategorizer(embed, _CATEGORIES.value,
+                                         min_cosine=_MIN_COS.value)
 
 
 def main(argv):

@@ -1,7 +1,5 @@
 """Compositional concepts: a neuron for "red car" images gets that pair."""
 
-import os
-
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""HTML report: self-contained, complete, and loads in Chromium without errors."""
+"""HTML report: self-contained, complete, loads in Chromium without errors."""
 
 import csv
 import html.parser
@@ -97,7 +97,8 @@ def test_report_data_and_missing_images(demo, tmp_path):
 def _chromium(*args, timeout=90):
   with tempfile.TemporaryDirectory() as profile_dir:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-quic", "--no-first-run",
+           "--disable-background-networking",
            "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile_dir}", "--enable-logging=stderr",
            "--v=0", *args]
