@@ -121,6 +121,7 @@ def results_compositional(results: results_lib.Results, layer: str,
   the run's kernel and hyper-parameters; kwargs as there (num_singles,
   top_n, separator, seed)."""
   fn = results.similarity_fn
+  kwargs.setdefault("seed", results.seed)
   rows = compositional_concepts(
       results.activations(layer), results.concept_activations(),
       results.image_embeddings(), results.concepts, units, text_embed_fn,

@@ -162,7 +162,7 @@ def evaluate_layer(
     similarity_names: Sequence[str] | None = None,
     embedders: Mapping[str, text_embed.TextEmbedFn] | None = None,
     kernel_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    seed: int = 0, top_ks: Sequence[int] = (1, 5),
+    seed: int | None = None, top_ks: Sequence[int] = (1, 5),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """Compares similarity functions on a class layer of a results directory.
 
@@ -178,7 +178,7 @@ def evaluate_layer(
     embedders: name -> text_embed_fn for the cosine columns (e.g.
       {"clip": ..., "mpnet": ...}).
     kernel_overrides: kernel name -> hyper-parameters to override.
-    seed: seed for rank_reorder's permutations.
+    seed: seed of rank_reorder's key (default: the run's seed).
     top_ks: accuracies to report.
 
   Returns:
@@ -188,6 +188,7 @@ def evaluate_layer(
     label, rank, score, cos_<name>).
   """
   names = list(similarity_names or [results.similarity_fn])
+  seed = results.seed if seed is None else seed
   for name in names:
     rerun.check_similarity_name(name)
   if not results.concepts:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from absl import logging
 import numpy as np
 
-# Kernels whose result depends on the top activating images only.
+# Kernels whose result depends on the top activating images only, and their
+# default top_k.
 TOP_K_FNS = ("soft_wpmi", "wpmi")
+DEFAULT_TOP_K = {"soft_wpmi": 100, "wpmi": 28}
 
 
 def similarity_fns() -> Mapping[str, Callable[..., Any]]:
@@ -40,13 +43,21 @@ def similarity_matrix(name: str, activations: np.ndarray,
     concept_activations: P, (N, M).
     seed: seed of the jax.random key that rank_reorder needs (ignored by the
       other kernels); a `key` in kwargs takes precedence.
-    **kwargs: the kernel's hyper-parameters.
+    **kwargs: the kernel's hyper-parameters; a top_k larger than N is
+      lowered to N with a warning, as describe_neurons does.
 
   Returns:
     S, float32 (K, M).
   """
   check_similarity_name(name)
   fn = similarity_fns()[name]
+  num_images = np.shape(activations)[0]
+  if name in DEFAULT_TOP_K:
+    top_k = kwargs.get("top_k", DEFAULT_TOP_K[name])
+    if top_k > num_images:  # As describe_neurons does for small probe sets.
+      logging.warning("%s: top_k=%d > %d probe images; using top_k=%d", name,
+                      top_k, num_images, num_images)
+      kwargs["top_k"] = num_images
   if name == "rank_reorder" and "key" not in kwargs:
     import jax  # pylint: disable=g-import-not-at-top
     kwargs["key"] = jax.random.key(seed)

@@ -95,6 +95,11 @@ class Results:
     """Hyper-parameters the run passed to its similarity function."""
     return dict(self.config.get("similarity_kwargs") or {})
 
+  @property
+  def seed(self) -> int:
+    """The run's seed (rank_reorder's key is jax.random.key(seed))."""
+    return int(self.config.get("seed", 0))
+
   def _check_layer(self, layer: str) -> None:
     if layer not in self.layers:
       raise ValueError(f"layer {layer!r} is not in the results at {self.path}; "

@@ -86,8 +86,8 @@ def label_stability(activations: np.ndarray, concept_activations: np.ndarray,
                     num_resamples: int = 20, seed: int = 0,
                     confidence: float = 0.95,
                     top_ks: Sequence[int] = DEFAULT_TOP_KS,
-                    kernel_kwargs: Mapping[str, Any] | None = None
-                    ) -> Stability:
+                    kernel_kwargs: Mapping[str, Any] | None = None,
+                    kernel_seed: int | None = None) -> Stability:
   """Bootstrap and top_k stability of one layer's labels.
 
   Args:
@@ -95,11 +95,13 @@ def label_stability(activations: np.ndarray, concept_activations: np.ndarray,
     concept_activations: P, (N, M).
     similarity_fn: name of the kernel (a key of similarity.SIMILARITY_FNS).
     num_resamples: B, the number of bootstrap resamples (>= 1).
-    seed: seed of the jax.random key of the resamples (and of rank_reorder).
+    seed: seed of the jax.random key of the resamples.
     confidence: coverage of the score interval, in (0, 1).
     top_ks: top_k values to try (soft_wpmi and wpmi only; values > N are
       skipped with a warning).
     kernel_kwargs: the kernel's hyper-parameters (as in the run).
+    kernel_seed: seed of rank_reorder's key, the same in every run (default
+      `seed`); the run's seed reproduces its labels.
 
   Returns:
     A Stability.
@@ -119,11 +121,12 @@ def label_stability(activations: np.ndarray, concept_activations: np.ndarray,
   kwargs.pop("key", None)
   n, k = a.shape
   key = jax.random.key(seed)
+  k_seed = seed if kernel_seed is None else kernel_seed
 
   # rank_reorder's permutations use the same key in every run: only the
   # probe set varies between resamples (and the kernel compiles once).
   def run(a_, p_, **extra):
-    return rerun.similarity_matrix(similarity_fn, a_, p_, seed=seed,
+    return rerun.similarity_matrix(similarity_fn, a_, p_, seed=k_seed,
                                    **{**kwargs, **extra})
 
   full = run(a, p)
@@ -174,6 +177,15 @@ def layer_stability(results: results_lib.Results, layer: str, *,
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
   """Stability of one layer of a results directory, with the run's kernel.
 
+  Args:
+    results: a loaded results directory.
+    layer: the layer.
+    num_resamples: bootstrap resamples B.
+    seed: seed of the resampling key (rank_reorder uses the run's seed).
+    confidence: coverage of the score interval.
+    top_ks: top_k values to try (soft_wpmi, wpmi).
+    kernel_overrides: hyper-parameters to change from the run's.
+
   Returns:
     (rows, summary): one row per neuron (layer, unit, description,
     similarity, agreement, score_ci_low, score_ci_high, mode_label,
@@ -191,6 +203,7 @@ def layer_stability(results: results_lib.Results, layer: str, *,
   st = label_stability(results.activations(layer),
                        results.concept_activations(), fn,
                        num_resamples=num_resamples, seed=seed,
+                       kernel_seed=results.seed,
                        confidence=confidence, top_ks=top_ks,
                        kernel_kwargs=kwargs)
   concepts = results.concepts

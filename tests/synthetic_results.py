@@ -79,9 +79,10 @@ def make_world(n_per_class=12, n_noise_neurons=4, n_planted=4, seed=0,
 
 
 def write_results(path, world, similarity_fn="soft_wpmi",
-                  similarity_kwargs=None, relative_arrays=False):
+                  similarity_kwargs=None, relative_arrays=False, seed=0):
   """Writes `world` as a results directory at `path`; returns `path`."""
-  similarity_kwargs = dict(similarity_kwargs or {"top_k": 10})
+  similarity_kwargs = ({"top_k": 10} if similarity_kwargs is None
+                       else dict(similarity_kwargs))
   os.makedirs(path, exist_ok=True)
   cache = os.path.join(path, "cache")
   os.makedirs(cache, exist_ok=True)
@@ -101,7 +102,7 @@ def write_results(path, world, similarity_fn="soft_wpmi",
     kw = dict(similarity_kwargs)
     if similarity_fn == "rank_reorder":
       import jax  # pylint: disable=g-import-not-at-top
-      kw["key"] = jax.random.key(0)
+      kw["key"] = jax.random.key(seed)
     sim = similarity.SIMILARITY_FNS[similarity_fn](a, world["P"], **kw)
     top = np.argsort(-a, axis=0, kind="stable")[:10]
     for d in similarity.describe(sim, world["concepts"], top_n=5):
@@ -122,7 +123,7 @@ def write_results(path, world, similarity_fn="soft_wpmi",
       f.write(json.dumps(r) + "\n")
   with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
     json.dump({"similarity_fn": similarity_fn,
-               "similarity_kwargs": similarity_kwargs,
+               "similarity_kwargs": similarity_kwargs, "seed": seed,
                "target_model": "synthetic", "jax_dissect_version": "0.1.0"},
               f)
   with open(os.path.join(path, "concepts.txt"), "w", encoding="utf-8") as f:

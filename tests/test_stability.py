@@ -1,6 +1,7 @@
 """Bootstrap / top_k stability on planted and noise neurons."""
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -78,3 +79,35 @@ def test_bad_arguments():
     stability.label_stability(a, np.ones((9, 3)))
   with pytest.raises(ValueError, match="unknown similarity function"):
     stability.label_stability(a, p, "pmi")
+
+
+def test_run_seed_and_large_top_k_are_honoured(tmp_path):
+  world = synth.make_world(n_per_class=5)  # N = 40
+  # rank_reorder run with seed 5: the recomputed scores are the run's.
+  path = synth.write_results(str(tmp_path / "rr"), world, "rank_reorder",
+                             {"top_fraction": 0.25},
+                             seed=5)
+  results = results_dir.load_results(path)
+  assert results.seed == 5
+  rows, summary = stability.layer_stability(results, "fc", num_resamples=2)
+  assert summary["label_matches_results"] == 1.0
+  assert summary["top_ks"] == []
+  for row, neuron in zip(rows, results.layer_neurons("fc")):
+    assert row["similarity"] == pytest.approx(neuron["similarity"], rel=1e-5)
+  other = stability.label_stability(results.activations("fc"),
+                                    results.concept_activations(),
+                                    "rank_reorder", num_resamples=1, seed=5,
+                                    kernel_seed=0,
+                                    kernel_kwargs={"top_fraction": 0.25})
+  assert not np.allclose(other.scores, [r["similarity"] for r in rows])
+  # A run whose top_k (100) exceeds N: lowered to N, as describe_neurons does.
+  path = synth.write_results(str(tmp_path / "big"), world, "soft_wpmi",
+                             {"top_k": 40})
+  with open(os.path.join(path, "config.json")) as f:
+    config = json.load(f)
+  config["similarity_kwargs"] = {"top_k": 100}
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config, f)
+  _, summary = stability.layer_stability(results_dir.load_results(path), "fc",
+                                         num_resamples=2, top_ks=(5,))
+  assert summary["label_matches_results"] == 1.0
