@@ -136,14 +136,15 @@ def clip_text_embedder(model: str = DEFAULT_CLIP_MODEL,
   Args:
     model: hub id or local directory of a CLIP model (Flax or PyTorch
       weights), the same the run used so its embedding space matches.
-    **kwargs: passed to ClipEmbedder.
+    **kwargs: passed to ClipEmbedder.from_pretrained (e.g.
+      local_files_only=True).
 
   Returns:
     text_embed_fn(list[str]) -> (n, D) float32, L2-normalised rows.
   """
   from jax_dissect import clip  # pylint: disable=g-import-not-at-top
-  embedder = clip.ClipEmbedder(model, **kwargs)
-  return lambda texts: normalize_rows(embedder.text_embeddings(list(texts)))
+  embedder = clip.ClipEmbedder.from_pretrained(model, **kwargs)
+  return lambda texts: normalize_rows(embedder.embed_texts(list(texts)))
 
 
 EMBEDDER_KINDS = ("cached", "clip", "cached+clip", "sentence")
