@@ -113,7 +113,7 @@ def compositional_concepts(
   return out
 
 
-def results_compositional(results: results_lib.Results, layer: str,
+def results_compositional(results: results_lib.ResultsDir, layer: str,
                           units: Sequence[int],
                           text_embed_fn: text_embed.TextEmbedFn,
                           **kwargs) -> list[dict[str, Any]]:

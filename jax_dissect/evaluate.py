@@ -158,7 +158,7 @@ def evaluate_similarity(
 
 
 def evaluate_layer(
-    results: results_lib.Results, layer: str, class_names: Sequence[str],
+    results: results_lib.ResultsDir, layer: str, class_names: Sequence[str],
     similarity_names: Sequence[str] | None = None,
     embedders: Mapping[str, text_embed.TextEmbedFn] | None = None,
     kernel_overrides: Mapping[str, Mapping[str, Any]] | None = None,

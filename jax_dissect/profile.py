@@ -269,7 +269,7 @@ def profile_neurons(neurons: Sequence[Mapping[str, Any]],
 
   Args:
     neurons: dicts with layer, unit, description, similarity (e.g.
-      Results.neurons).
+      ResultsDir.neurons).
     categorizer: maps the descriptions to categories.
     tau: a neuron is interpretable if its similarity is > tau.
     taus: grid of the interpretability curve; default `num_taus` points
@@ -317,7 +317,7 @@ def profile_neurons(neurons: Sequence[Mapping[str, Any]],
                  layers=layer_rows, taus=taus, interpretable_vs_tau=curve)
 
 
-def profile_results(results: results_lib.Results, categorizer: Categorizer,
+def profile_results(results: results_lib.ResultsDir, categorizer: Categorizer,
                     tau: float | None = None,
                     layers: Sequence[str] | None = None,
                     taus: Sequence[float] | None = None) -> Profile:

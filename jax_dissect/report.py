@@ -85,7 +85,7 @@ def _maybe_float(v: Any) -> float | None:
   return x if x == x else None  # NaN -> None
 
 
-def collect_report_data(results: results_lib.Results, *,
+def collect_report_data(results: results_lib.ResultsDir, *,
                         analysis_dir: str | None = None,
                         image_root: str | None = None,
                         image_loader: ImageLoader | None = None,
@@ -179,12 +179,12 @@ def render_html(data: dict[str, Any]) -> str:
           .replace("%%DATA%%", _json_for_script(data)))
 
 
-def build_report(results: results_lib.Results | str,
+def build_report(results: results_lib.ResultsDir | str,
                  out_path: str | None = None, **kwargs) -> str:
   """Writes the HTML report of a results directory.
 
   Args:
-    results: a Results or the results directory path.
+    results: a ResultsDir or the results directory path.
     out_path: the HTML file (default <results>/report.html).
     **kwargs: collect_report_data's options: analysis_dir (default
       <results>/analysis), image_root, image_loader, num_thumbs (default 5),
@@ -193,7 +193,7 @@ def build_report(results: results_lib.Results | str,
   Returns:
     The path written.
   """
-  if not isinstance(results, results_lib.Results):
+  if not isinstance(results, results_lib.ResultsDir):
     results = results_lib.load_results(results)
   out_path = out_path or os.path.join(results.path, "report.html")
   page = render_html(collect_report_data(results, **kwargs))

@@ -60,7 +60,7 @@ def _read_descriptions_csv(path: str) -> list[dict[str, Any]]:
 
 
 @dataclasses.dataclass
-class Results:
+class ResultsDir:
   """A loaded results directory.
 
   Attributes:
@@ -145,14 +145,14 @@ class Results:
     return np.load(self._array_path("text_embeddings"), mmap_mode="r")
 
 
-def load_results(path: str | os.PathLike) -> Results:
+def load_results(path: str | os.PathLike) -> ResultsDir:
   """Loads the results directory written by describe_neurons.
 
   Args:
     path: the directory (see docs/results_format.md).
 
   Returns:
-    A `Results`; cached arrays are loaded lazily by its methods.
+    A `ResultsDir`; cached arrays are loaded lazily by its methods.
 
   Raises:
     FileNotFoundError: if `path` is not a directory or holds neither
@@ -185,13 +185,13 @@ def load_results(path: str | os.PathLike) -> Results:
   def optional_lines(name):
     return _read_lines(join(name)) if os.path.exists(join(name)) else []
 
-  return Results(path=path, neurons=neurons, config=optional_json(CONFIG),
+  return ResultsDir(path=path, neurons=neurons, config=optional_json(CONFIG),
                  concepts=optional_lines(CONCEPTS),
                  image_ids=optional_lines(IMAGE_IDS),
                  arrays=optional_json(ARRAYS))
 
 
-def analysis_dir(results: Results, out_dir: str | None = None) -> str:
+def analysis_dir(results: ResultsDir, out_dir: str | None = None) -> str:
   """Returns (and creates) the output dir: out_dir or <results>/analysis."""
   out = out_dir or os.path.join(results.path, ANALYSIS_DIR)
   os.makedirs(out, exist_ok=True)

@@ -169,7 +169,7 @@ def _float(x) -> float | None:
   return None if np.isnan(x) else x
 
 
-def layer_stability(results: results_lib.Results, layer: str, *,
+def layer_stability(results: results_lib.ResultsDir, layer: str, *,
                     num_resamples: int = 20, seed: int = 0,
                     confidence: float = 0.95,
                     top_ks: Sequence[int] = DEFAULT_TOP_KS,
@@ -242,7 +242,7 @@ def layer_stability(results: results_lib.Results, layer: str, *,
   return rows, summary
 
 
-def results_stability(results: results_lib.Results,
+def results_stability(results: results_lib.ResultsDir,
                       layers: Sequence[str] | None = None, **kwargs
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """`layer_stability` for several layers (default all); returns (all rows,

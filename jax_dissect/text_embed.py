@@ -159,7 +159,7 @@ def make_text_embedder(kind: str, results=None,
       embeddings stored with `results`; other strings are an error), "clip"
       (CLIP's text tower), "cached+clip" (cached, CLIP for other strings),
       "sentence" (a sentence-transformers model).
-    results: a results_dir.Results (needed for "cached" kinds, and for the
+    results: a results_dir.ResultsDir (needed for "cached" kinds, and for the
       default CLIP model, config["clip_model"]).
     model: the CLIP or sentence model (hub id or local dir); defaults: the
       run's clip_model (else DEFAULT_CLIP_MODEL), DEFAULT_SENTENCE_MODEL.

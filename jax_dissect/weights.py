@@ -149,7 +149,7 @@ def load_weights(path: str, key: str | None = None) -> np.ndarray:
   return data
 
 
-def results_weight_analysis(results: results_lib.Results, layer_in: str,
+def results_weight_analysis(results: results_lib.ResultsDir, layer_in: str,
                             layer_out: str, weights: np.ndarray,
                             text_embed_fn: text_embed.TextEmbedFn, *,
                             top_n: int = 1000, by_abs: bool = False,
