@@ -186,9 +186,9 @@ def load_results(path: str | os.PathLike) -> ResultsDir:
     return _read_lines(join(name)) if os.path.exists(join(name)) else []
 
   return ResultsDir(path=path, neurons=neurons, config=optional_json(CONFIG),
-                 concepts=optional_lines(CONCEPTS),
-                 image_ids=optional_lines(IMAGE_IDS),
-                 arrays=optional_json(ARRAYS))
+                    concepts=optional_lines(CONCEPTS),
+                    image_ids=optional_lines(IMAGE_IDS),
+                    arrays=optional_json(ARRAYS))
 
 
 def analysis_dir(results: ResultsDir, out_dir: str | None = None) -> str:
