@@ -5,7 +5,7 @@ network: per layer, a sortable and filterable table of neurons (unit, label,
 score, alternatives, bootstrap stability when stability.csv exists) with
 thumbnails of the top activating images embedded as base64 data URIs, plus
 the charts and tables the analyses wrote (profile, interpretable fraction vs
-tau, weight analysis, evaluation, stability summary).
+tau, weight analysis, evaluation, stability summary, compositional pairs).
 
 The URL hash sets the initial view, e.g. report.html#layer=fc&sort=-score
 (a column key; "-" for descending), &filter=dog (label, alternative or unit),
@@ -141,7 +141,9 @@ def collect_report_data(results: results_lib.ResultsDir, *,
   tables = []
   for name, caption in (("evaluation.csv", "Evaluation against class names"),
                         ("stability_summary.csv", "Label stability per layer"),
-                        ("profile.csv", "Layer profile (percent of neurons)")):
+                        ("profile.csv", "Layer profile (percent of neurons)"),
+                        ("compositional.csv",
+                         "Compositional concepts (best pairs)")):
     path = os.path.join(analysis_dir, name)
     if os.path.exists(path):
       rows = _read_csv(path)

@@ -62,6 +62,7 @@ def test_profile_stability_report_scripts(res):
   page = out.read_text()
   assert "profile.png" not in page and "data:image/png;base64," in page
   assert "Label stability per layer" in page
+  assert "Compositional concepts (best pairs)" not in page  # not run yet
   for name in ("profile.png", "interpretable_vs_tau.png", "stability.csv"):
     assert os.path.exists(os.path.join(res["path"], "analysis", name))
   assert os.path.exists(res["root"] / "clip" / "profile.json")
@@ -82,6 +83,12 @@ def test_compositional_and_weight_scripts(res):
                          "weights_layer4_fc.json")) as f:
     summary = json.load(f)
   assert summary["n"] == 64 and -1 <= summary["r"] <= 1
+  out = res["root"] / "report2.html"
+  _run("make_report.py", f"--results_dir={res['path']}", f"--out={out}",
+       "--num_thumbs=0")
+  page = out.read_text()
+  assert "Compositional concepts (best pairs)" in page
+  assert "Weights vs label similarity (layer4_fc)" in page
 
 
 def test_script_bad_value_is_one_clear_line(res):
