@@ -251,10 +251,12 @@ window.addEventListener("error", function (e) {
         <button id="next" type="button">next &rsaquo;</button>
       </span>
     </div>
-    <table id="neurons">
-      <thead><tr id="head"></tr></thead>
-      <tbody id="rows"></tbody>
-    </table>
+    <div class="scroll">
+      <table id="neurons">
+        <thead><tr id="head"></tr></thead>
+        <tbody id="rows"></tbody>
+      </table>
+    </div>
   </section>
   <section id="analyses"></section>
 </main>
@@ -315,6 +317,8 @@ figure { margin: 0; background: #fff; border: 1px solid var(--line);
          padding: 8px; border-radius: 6px; }
 figure img { max-width: 100%; display: block; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.small { width: auto; }
 .small td, .small th { font-size: 12px; padding: 3px 8px; cursor: default; }
 #errors { background: #fde8e8; color: #9b1c1c; padding: 8px 24px; }
 footer { color: var(--muted); font-size: 12px; padding: 0 24px 20px; }
@@ -502,7 +506,9 @@ _JS = r"""
       tbody.appendChild(row);
     });
     table.appendChild(tbody);
-    analyses.appendChild(table);
+    var scroll = el("div", {"class": "scroll"});
+    scroll.appendChild(table);
+    analyses.appendChild(scroll);
   });
 
   // Initial view from the URL hash, e.g. #layer=fc&sort=-score&filter=dog&min=0.2
