@@ -25,6 +25,8 @@ RESAMPLE = {
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -153,3 +155,7 @@ TORCHVISION_IMAGENET_EVAL = ImageTransform()
 # CLIPImageProcessor: shortest_edge 224 bicubic, center crop 224, CLIP mean/std.
 CLIP_EVAL = ImageTransform(resize=224, crop=224, resample="bicubic",
                            mean=CLIP_MEAN, std=CLIP_STD, crop_rounding="floor")
+# CIFAR-100 models: 32x32 inputs (CIFAR images pass through unchanged),
+# CIFAR-100 mean/std.
+CIFAR100_EVAL = ImageTransform(resize=32, crop=32, resample="bilinear",
+                               mean=CIFAR100_MEAN, std=CIFAR100_STD)

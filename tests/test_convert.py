@@ -127,6 +127,18 @@ def test_pth_file(resnet18_state, tmp_path):
     np.testing.assert_array_equal(loaded[k], state[k])
 
 
+def test_places365_style_checkpoint(resnet18_state, tmp_path):
+  """A .pth.tar with a DataParallel "module." prefix, as Places365 ships."""
+  torch = pytest.importorskip("torch", reason="torch extra not installed")
+  state, _ = resnet18_state
+  path = str(tmp_path / "resnet18_places365.pth.tar")
+  torch.save({"epoch": 90, "arch": "resnet18", "state_dict": {
+      "module." + k: torch.from_numpy(v) for k, v in state.items()}}, path)
+  loaded = convert.load_state_dict(path)
+  assert loaded.keys() == state.keys()
+  np.testing.assert_array_equal(loaded["conv1.weight"], state["conv1.weight"])
+
+
 def test_pth_without_torch_says_so(tmp_path, monkeypatch):
   path = tmp_path / "w.pth"
   path.write_bytes(b"not used")

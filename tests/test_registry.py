@@ -19,7 +19,24 @@ def test_specs():
     assert spec.name == name and spec.num_classes == 1000
     assert spec.transform == preprocess.TORCHVISION_IMAGENET_EVAL
     assert spec.default_weights == f"timm/{name}.tv_in1k"
-  assert models.list_models() == ["resnet18", "resnet50"]
+  assert models.list_models() == ["resnet18", "resnet18_cifar100",
+                                  "resnet18_places365", "resnet50"]
+
+
+def test_places365_needs_a_weights_file():
+  spec = models.get_model("resnet18_places365")
+  assert spec.num_classes == 365
+  with pytest.raises(ValueError, match="no downloadable default weights"):
+    spec.load()
+
+
+def test_cifar100_resnet_has_cifar_stem():
+  spec = models.get_model("resnet18_cifar100")
+  module, variables = spec.load(weights="random")
+  assert variables["params"]["conv1"]["kernel"].shape == (3, 3, 3, 64)
+  x = np.zeros((2, 32, 32, 3), np.float32)
+  assert module.apply(variables, x).shape == (2, 100)
+  assert spec.transform(np.zeros((32, 32, 3), np.uint8)).shape == (32, 32, 3)
 
 
 def test_random_weights_are_seeded_with_nontrivial_batch_norm():

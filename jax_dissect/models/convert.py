@@ -22,7 +22,7 @@ from flax import traverse_util
 # Buffers torchvision stores that have no Flax counterpart.
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 HUB_WEIGHTS_FILENAME = "model.safetensors"
-STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt")
+STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".pth.tar")
 
 Variables = dict[str, Any]
 
@@ -157,8 +157,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads a local .safetensors or .pth/.pt state dict into numpy arrays.
 
   Args:
-    path: a file ending in .safetensors, .pth or .pt. A .pth/.pt file that
-      holds {"state_dict": {...}} or {"model": {...}} is unwrapped.
+    path: a file ending in .safetensors, .pth, .pt or .pth.tar. A torch file
+      that holds {"state_dict": {...}} or {"model": {...}} is unwrapped, and
+      the "module." prefix of DataParallel checkpoints (e.g. the Places365
+      models) is removed.
 
   Returns:
     parameter name -> numpy array.
@@ -177,7 +179,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except Exception as e:  # safetensors raises its own error types.
       raise WeightsLoadError(
           f"cannot read safetensors file {path!r}: {e}") from e
-  if path.endswith((".pth", ".pt")):
+  if path.endswith((".pth", ".pt", ".pth.tar")):
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
@@ -195,6 +197,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(obj, Mapping):
       raise WeightsLoadError(
           f"torch file {path!r} holds a {type(obj).__name__}, not a state dict")
+    if obj and all(k.startswith("module.") for k in obj):
+      obj = {k[len("module."):]: v for k, v in obj.items()}
     return {k: _torch_tensor_to_numpy(v) for k, v in obj.items()}
   raise WeightsLoadError(f"weights file {path!r} has an unsupported type; "
                          f"allowed suffixes: {list(STATE_DICT_SUFFIXES)}")

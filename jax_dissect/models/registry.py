@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from typing import Any, Callable, Mapping
@@ -116,7 +117,8 @@ class ModelSpec:
     name: registry name.
     constructor: builds the Flax module (no arguments).
     default_weights: weights used when `load(weights=None)`: a hub repo id
-      whose model.safetensors has torchvision key names.
+      whose model.safetensors has torchvision key names, or "" when there
+      is no downloadable default (a weights file must then be given).
     transform: the model's eval preprocessing (PIL image -> (S, S, 3)).
     num_classes: outputs of the classifier.
     input_size: side of the square input the transform produces.
@@ -166,6 +168,11 @@ class ModelSpec:
     """
     module = self.build()
     weights = self.default_weights if weights is None else os.fspath(weights)
+    if not weights:
+      raise ValueError(
+          f"model {self.name!r} has no downloadable default weights; pass "
+          f"weights (--target_weights): a local .pth/.pth.tar/.safetensors "
+          f"file with torchvision key names, or {RANDOM_WEIGHTS!r}")
     if weights == RANDOM_WEIGHTS:
       return module, self.init_random(seed)
     target = self.abstract_variables()
@@ -194,6 +201,19 @@ MODELS: dict[str, ModelSpec] = {
                   preprocess.TORCHVISION_IMAGENET_EVAL, 1000),
         ModelSpec("resnet50", resnet.ResNet50, "timm/resnet50.tv_in1k",
                   preprocess.TORCHVISION_IMAGENET_EVAL, 1000),
+        # The Places365 project's ResNet-18 (resnet18_places365.pth.tar,
+        # torchvision names behind a DataParallel "module." prefix): no hub
+        # copy with these names is known, so the file must be given.
+        ModelSpec("resnet18_places365",
+                  functools.partial(resnet.ResNet18, num_classes=365), "",
+                  preprocess.TORCHVISION_IMAGENET_EVAL, 365),
+        # A CIFAR-100 ResNet-18 (3x3 stride-1 stem, no max pool) whose
+        # timm checkpoint uses torchvision's key names.
+        ModelSpec("resnet18_cifar100",
+                  functools.partial(resnet.ResNet18, num_classes=100,
+                                    cifar_stem=True),
+                  "edadaltocg/resnet18_cifar100",
+                  preprocess.CIFAR100_EVAL, 100, input_size=32),
     )
 }
 

@@ -166,11 +166,14 @@ class ResNet(nn.Module):
     stage_sizes: number of blocks of layer1..layer4.
     num_classes: outputs of `fc`.
     dtype: computation dtype (parameters stay float32).
+    cifar_stem: the stem of CIFAR ResNets (timm/"resnet18_cifar100" style):
+      conv1 is 3x3 stride 1 and there is no max pool, for 32x32 inputs.
   """
   block: type[nn.Module]
   stage_sizes: Sequence[int]
   num_classes: int = 1000
   dtype: Any = jnp.float32
+  cifar_stem: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -178,9 +181,13 @@ class ResNet(nn.Module):
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(
           f"ResNet expects NHWC images of shape (B, H, W, 3); got {x.shape}")
-    x = _conv(64, 7, 2, "conv1", self.dtype)(x.astype(self.dtype))
-    x = nn.relu(_batch_norm("bn1", self.dtype)(x))
-    x = MaxPool(name="maxpool")(x)
+    if self.cifar_stem:
+      x = _conv(64, 3, 1, "conv1", self.dtype)(x.astype(self.dtype))
+      x = nn.relu(_batch_norm("bn1", self.dtype)(x))
+    else:
+      x = _conv(64, 7, 2, "conv1", self.dtype)(x.astype(self.dtype))
+      x = nn.relu(_batch_norm("bn1", self.dtype)(x))
+      x = MaxPool(name="maxpool")(x)
     in_channels = 64
     for i, num_blocks in enumerate(self.stage_sizes):
       planes = 64 * 2**i
