@@ -32,9 +32,15 @@ from absl import logging  # pylint: disable=g-import-not-at-top
 import huggingface_hub
 import jax
 import jax.numpy as jnp
+import flax.serialization
+import flax.traverse_util
 import numpy as np
 from PIL import Image
+import safetensors
+import safetensors.numpy
 import transformers
+from transformers.modeling_flax_pytorch_utils import (
+    convert_pytorch_state_dict_to_flax)
 
 from jax_dissect import preprocess
 
@@ -142,19 +148,21 @@ def _looks_like_path(name: str) -> bool:
           os.sep != "/" and os.sep in name)
 
 
-def _unreachable(err: BaseException) -> bool:
+def _unreachable(err: BaseException | None) -> bool:
   """True if `err` (or its cause) says the hub could not be reached."""
-  hub_errors = (huggingface_hub.errors.OfflineModeIsEnabled,
-                huggingface_hub.errors.LocalEntryNotFoundError)
   while err is not None:
-    if isinstance(err, hub_errors) or "couldn't connect" in str(err).lower():
+    if isinstance(err, (huggingface_hub.errors.OfflineModeIsEnabled,
+                        huggingface_hub.errors.LocalEntryNotFoundError,
+                        ConnectionError)) or (
+                            "couldn't connect" in str(err).lower()):
       return True
     err = err.__cause__ or err.__context__
   return False
 
 
-def _hub_error(name: str, what: str, err: BaseException) -> ClipLoadError:
-  if _unreachable(err):
+def _hub_error(name: str, what: str, err: BaseException | None
+               ) -> ClipLoadError:
+  if err is None or _unreachable(err):
     reason = ("the Hugging Face hub cannot be reached (no network, or "
               "HF_HUB_OFFLINE=1) and it is not in the local cache")
   else:
@@ -167,42 +175,122 @@ def _hub_error(name: str, what: str, err: BaseException) -> ClipLoadError:
       "copy DIR here and use its path as the model name.")
 
 
-def _load_model(name: str, **hub_kwargs) -> tuple[Any, Any]:
-  """Returns (FlaxCLIPModel, params) from a local dir or a hub id."""
-  load = transformers.FlaxCLIPModel.from_pretrained
+def _fetch(name: str, filename: str, hub_kwargs: Mapping[str, Any]
+           ) -> str | None:
+  """Path of `filename` in a local dir or hub repo; None if it has none.
+
+  Raises:
+    huggingface_hub.errors.LocalEntryNotFoundError: offline and not cached.
+    OSError / HfHubHTTPError: other hub failures.
+  """
   if os.path.isdir(name):
-    files = set(os.listdir(name))
-    if {"flax_model.msgpack", "flax_model.msgpack.index.json"} & files:
-      model, params = load(name, _do_init=False)
-    elif {"model.safetensors", "pytorch_model.bin",
-          "pytorch_model.bin.index.json"} & files:
-      model = load(name, from_pt=True)  # Conversion needs initialised params.
-      params = model.params
-    else:
-      raise ClipLoadError(
-          f"local CLIP directory {name!r} has no weights file "
-          "(flax_model.msgpack, model.safetensors or pytorch_model.bin); "
-          f"it holds {sorted(files)}")
-    return model, params
-  if _looks_like_path(name):
-    raise ClipLoadError(f"local CLIP directory {name!r} does not exist")
+    path = os.path.join(name, filename)
+    return path if os.path.isfile(path) else None
   try:
-    try:
-      model, params = load(name, _do_init=False, **hub_kwargs)
-    except OSError as e:
-      if "from_pt=True" not in str(e):
-        raise
-      logging.info("%s has no Flax weights; converting PyTorch weights", name)
-      model = load(name, from_pt=True, **hub_kwargs)
-      params = model.params
-    except ValueError as e:  # PyTorch safetensors need initialised params.
-      if "_do_init" not in str(e):
-        raise
-      model = load(name, **hub_kwargs)
-      params = model.params
-  except OSError as e:
+    return huggingface_hub.hf_hub_download(name, filename, **hub_kwargs)
+  except huggingface_hub.errors.LocalEntryNotFoundError:
+    raise
+  except huggingface_hub.errors.EntryNotFoundError:
+    return None
+
+
+def _pytorch_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads model.safetensors or pytorch_model.bin as float32 numpy arrays."""
+  if path.endswith(".safetensors"):
+    return {k: np.asarray(v, np.float32)
+            for k, v in safetensors.numpy.load_file(path).items()}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ClipLoadError(
+        f"{path!r} holds PyTorch weights, which need torch to read: "
+        "pip install -e '.[torch]' (or save the model with safetensors)"
+        ) from e
+  state = torch.load(path, map_location="cpu", weights_only=True)
+  return {k: v.float().numpy() for k, v in state.items()}
+
+
+def _check_params(name: str, params: Any, shapes: Any) -> Any:
+  """Keeps the model's parameters; errors on missing or misshapen ones."""
+  flat = flax.traverse_util.flatten_dict(params)
+  want = flax.traverse_util.flatten_dict(shapes)
+  missing = sorted("/".join(k) for k in want.keys() - flat.keys())
+  wrong = sorted(f"{'/'.join(k)}: {flat[k].shape} != {want[k].shape}"
+                 for k in want.keys() & flat.keys()
+                 if tuple(flat[k].shape) != tuple(want[k].shape))
+  if missing or wrong:
+    raise ClipLoadError(
+        f"weights of {name!r} do not fit its config: {len(missing)} missing "
+        f"{missing[:5]}, {len(wrong)} misshapen {wrong[:5]}")
+  unused = flat.keys() - want.keys()
+  if unused:
+    logging.warning("%s: %d unused weights, e.g. %s", name, len(unused),
+                    "/".join(sorted(unused)[0]))
+  return flax.traverse_util.unflatten_dict(
+      {k: np.asarray(flat[k], np.float32) for k in want})
+
+
+def _load_model(name: str, hub_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
+  """Returns (FlaxCLIPModel without params, params) from a dir or hub id.
+
+  Reads flax_model.msgpack if present, else model.safetensors (PyTorch or
+  Flax layout), else pytorch_model.bin (needs torch), converting PyTorch
+  weights with transformers' converter.
+  """
+  if not os.path.isdir(name) and _looks_like_path(name):
+    raise ClipLoadError(f"local CLIP directory {name!r} does not exist")
+  unreachable = None
+  try:
+    config_file = _fetch(name, "config.json", hub_kwargs)
+    weights = None
+    for filename in ("flax_model.msgpack", "model.safetensors",
+                     "pytorch_model.bin"):
+      try:
+        weights = _fetch(name, filename, hub_kwargs)
+      except huggingface_hub.errors.LocalEntryNotFoundError as e:
+        unreachable = e  # Offline: the next file may still be cached.
+        continue
+      if weights:
+        break
+  except (OSError, ValueError, huggingface_hub.errors.HfHubHTTPError) as e:
     raise _hub_error(name, "model", e) from e
-  return model, params
+  where = (f"local CLIP directory {name!r}" if os.path.isdir(name) else
+           f"hub repo {name!r}")
+  if config_file is None:
+    raise ClipLoadError(f"{where} has no config.json")
+  if weights is None:
+    if unreachable is not None:
+      raise _hub_error(name, "model", unreachable)
+    raise ClipLoadError(
+        f"{where} has no single-file weights (flax_model.msgpack, "
+        "model.safetensors or pytorch_model.bin)")
+  config = transformers.CLIPConfig.from_json_file(config_file)
+  model = transformers.FlaxCLIPModel(config, _do_init=False)
+  shapes = model.params_shape_tree
+  fmt = None
+  if weights.endswith(".safetensors"):
+    with safetensors.safe_open(weights, framework="np") as f:
+      fmt = (f.metadata() or {}).get("format")
+  if weights.endswith(".msgpack"):
+    with open(weights, "rb") as f:
+      params = flax.serialization.msgpack_restore(f.read())
+  elif fmt == "flax":
+    params = flax.traverse_util.unflatten_dict(
+        safetensors.numpy.load_file(weights), sep=".")
+  else:
+    logging.info("converting PyTorch weights %s", weights)
+    params = convert_pytorch_state_dict_to_flax(
+        _pytorch_state_dict(weights), _ShapeOnlyModel(model))
+  return model, _check_params(name, params, shapes)
+
+
+class _ShapeOnlyModel:
+  """What transformers' PyTorch->Flax converter reads from a model: the
+  parameter tree (only shapes are used) and the base model prefix."""
+
+  def __init__(self, model: Any):
+    self.params = model.params_shape_tree
+    self.base_model_prefix = model.base_model_prefix
 
 
 def _load_tokenizer(name: str, **hub_kwargs) -> transformers.CLIPTokenizerFast:
@@ -412,7 +500,7 @@ class ClipEmbedder:
     hub_kwargs = {"revision": revision, "cache_dir": cache_dir,
                   "local_files_only": local_files_only}
     start = time.perf_counter()
-    model, params = _load_model(name, **hub_kwargs)
+    model, params = _load_model(name, hub_kwargs)
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
       tokenizer = _load_tokenizer(os.fspath(tokenizer or name), **hub_kwargs)
     logging.info("loaded CLIP %s in %.1f s", name, time.perf_counter() - start)
@@ -592,6 +680,8 @@ class ClipEmbedder:
     bad = [t for t in texts if not isinstance(t, str)]
     if bad:
       raise ValueError(f"texts must be strings; got {bad[0]!r}")
+    if not texts:
+      return [], []
     ids = self.tokenizer(list(texts), verbose=False)["input_ids"]
     eos, truncated = self.tokenizer.eos_token_id, []
     for m, seq in enumerate(ids):
