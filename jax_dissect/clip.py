@@ -10,14 +10,16 @@ wraps a Hugging Face FlaxCLIPModel, its parameters and a CLIPTokenizerFast:
   p = concept_activations(image_emb, text_emb)   # (N, M)
 
 Weights come from a hub id or a local directory (Flax weights, or PyTorch
-weights converted with `from_pt`), or are random (`ClipEmbedder.random`) for
-offline smoke runs. Nothing here needs torch: transformers is imported with
-USE_TORCH=0 unless the caller chose otherwise before importing it.
+weights converted with transformers' PyTorch-to-Flax converter), or are
+random (`ClipEmbedder.random`) for offline smoke runs. Nothing here needs
+torch (except reading a pytorch_model.bin): transformers is imported with
+USE_TORCH=0 unless the caller set USE_TORCH before importing it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gzip
 import hashlib
 import itertools
@@ -28,12 +30,13 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 os.environ.setdefault("USE_TORCH", "0")  # Before transformers is imported.
 
-from absl import logging  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging
+import flax.serialization
+import flax.traverse_util
 import huggingface_hub
 import jax
 import jax.numpy as jnp
-import flax.serialization
-import flax.traverse_util
 import numpy as np
 from PIL import Image
 import safetensors
@@ -49,7 +52,7 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 NUM_MERGES = 49152 - 256 - 2
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
-# Text towers of CLIPConfig whose keys `ClipEmbedder.random` accepts.
+# Sub-configs of CLIPConfig whose keys `ClipEmbedder.random` checks.
 _SUB_CONFIGS = {"text_config": transformers.CLIPTextConfig,
                 "vision_config": transformers.CLIPVisionConfig}
 _P_DTYPES = {"float32": np.float32, "float16": np.float16,
@@ -230,6 +233,15 @@ def _check_params(name: str, params: Any, shapes: Any) -> Any:
       {k: np.asarray(flat[k], np.float32) for k in want})
 
 
+class _ShapeOnlyModel:
+  """What transformers' PyTorch->Flax converter reads from a model: the
+  parameter tree (only shapes are used) and the base model prefix."""
+
+  def __init__(self, model: Any):
+    self.params = model.params_shape_tree
+    self.base_model_prefix = model.base_model_prefix
+
+
 def _load_model(name: str, hub_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
   """Returns (FlaxCLIPModel without params, params) from a dir or hub id.
 
@@ -282,15 +294,6 @@ def _load_model(name: str, hub_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
     params = convert_pytorch_state_dict_to_flax(
         _pytorch_state_dict(weights), _ShapeOnlyModel(model))
   return model, _check_params(name, params, shapes)
-
-
-class _ShapeOnlyModel:
-  """What transformers' PyTorch->Flax converter reads from a model: the
-  parameter tree (only shapes are used) and the base model prefix."""
-
-  def __init__(self, model: Any):
-    self.params = model.params_shape_tree
-    self.base_model_prefix = model.base_model_prefix
 
 
 def _load_tokenizer(name: str, **hub_kwargs) -> transformers.CLIPTokenizerFast:
@@ -350,6 +353,14 @@ def _random_params(shapes: Any, seed: int) -> Any:
 # Embedding.
 
 
+def clip_transform(image_size: int) -> preprocess.ImageTransform:
+  """CLIPImageProcessor's preprocessing for `image_size` (CLIP_EVAL at 224):
+  resize the short side to image_size (bicubic), floor-rounded center crop
+  of image_size, CLIP mean/std."""
+  return dataclasses.replace(preprocess.CLIP_EVAL, resize=image_size,
+                             crop=image_size)
+
+
 def _l2_normalize(x: jax.Array) -> jax.Array:
   x = x.astype(jnp.float32)
   norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
@@ -385,19 +396,23 @@ class _Progress:
       logging.info("CLIP %s: %d, %.1f/s", self.what, self.done, rate)
 
 
-def _pad_rows(x: np.ndarray, rows: int, fill: int | float = 0) -> np.ndarray:
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """Appends zero rows to x (n, ...) up to (rows, ...)."""
   if x.shape[0] == rows:
     return x
-  pad = np.full((rows - x.shape[0],) + x.shape[1:], fill, x.dtype)
+  pad = np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)
   return np.concatenate([x, pad])
 
 
 def _length_bucket(length: int, max_length: int) -> int:
-  """Pads token sequences to 8, 16, 32, ... (at most max_length): few jits."""
-  bucket = 8
-  while bucket < length:
-    bucket *= 2
-  return min(bucket, max_length)
+  """Padded length of a batch whose longest text has `length` tokens.
+
+  Exact up to 16 tokens (concepts are short: 3-7 tokens for 20k.txt), then
+  multiples of 16, at most max_length; so few shapes are compiled.
+  """
+  if length <= 16:
+    return min(length, max_length)
+  return min(-(-length // 16) * 16, max_length)
 
 
 class ClipEmbedder:
@@ -430,10 +445,7 @@ class ClipEmbedder:
     config = model.config
     self.embed_dim = int(config.projection_dim)
     self.image_size = int(config.vision_config.image_size)
-    self.transform = preprocess.ImageTransform(
-        resize=self.image_size, crop=self.image_size, resample="bicubic",
-        mean=preprocess.CLIP_MEAN, std=preprocess.CLIP_STD,
-        crop_rounding="floor")
+    self.transform = clip_transform(self.image_size)
     self.max_length = int(config.text_config.max_position_embeddings)
     if 0 < getattr(tokenizer, "model_max_length", 0) < self.max_length:
       self.max_length = int(tokenizer.model_max_length)
@@ -714,22 +726,22 @@ class ClipEmbedder:
           self.max_length, truncated[0], texts[truncated[0]][:80])
     eos = self.tokenizer.eos_token_id
     progress = _Progress("texts", len(ids))
-    outputs = []
+    out = np.zeros((len(ids), self.embed_dim), np.float32)
+    # Batches of similar length waste little compute on padding.
+    order = np.argsort([len(seq) for seq in ids], kind="stable")
     for start in range(0, len(ids), batch_size):
-      chunk = ids[start:start + batch_size]
-      length = _length_bucket(max(map(len, chunk)), self.max_length)
+      rows = order[start:start + batch_size]
+      length = _length_bucket(max(len(ids[r]) for r in rows), self.max_length)
       batch = np.full((batch_size, length), eos, np.int32)
       mask = np.zeros((batch_size, length), np.int32)
-      for row, seq in enumerate(chunk):
-        batch[row, :len(seq)] = seq
-        mask[row, :len(seq)] = 1
-      mask[len(chunk):, 0] = 1  # Padding rows: one visible token, no NaN.
+      for row, r in enumerate(rows):
+        batch[row, :len(ids[r])] = ids[r]
+        mask[row, :len(ids[r])] = 1
+      mask[len(rows):, 0] = 1  # Padding rows: one visible token, no NaN.
       result = self._text_fn(self.params, batch, mask)
-      outputs.append(np.asarray(result)[:len(chunk)])
-      progress.update(len(chunk), final=start + batch_size >= len(ids))
-    if not outputs:
-      return np.zeros((0, self.embed_dim), np.float32)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+      out[rows] = np.asarray(result)[:len(rows)]
+      progress.update(len(rows), final=start + batch_size >= len(ids))
+    return out
 
 
 def concept_activations(image_emb: np.ndarray, text_emb: np.ndarray,

@@ -24,7 +24,8 @@ def test_quick_preset_without_torch_yields_records():
   assert set(storage) == {"P stored as float16", "P stored as bfloat16"}
   assert storage["P stored as float16"]["max_abs_error"] < 1e-3
   for r in storage.values():
-    assert 0 <= r["soft_wpmi_label_changed"] <= 1
+    assert 0 <= r["soft_wpmi_label_changed_1_concept"] <= 1
+    assert 0 <= r["soft_wpmi_label_changed_2_concepts"] <= 1
 
 
 def test_unknown_model():

@@ -126,7 +126,7 @@ def test_preprocessing_matches_clip_image_processor(tiny_clip, size):
   processor = transformers.CLIPImageProcessor(
       size={"shortest_edge": size}, crop_size={"height": size, "width": size})
   transform = (preprocess.CLIP_EVAL if size == 224 else tiny_clip.transform)
-  assert transform.crop == size
+  assert transform == clip.clip_transform(size)
   std = np.asarray(preprocess.CLIP_STD, np.float32)
   photos = PHOTOS[::len(PHOTOS) // 20][:20]
   for path in photos:
@@ -368,10 +368,8 @@ def torch_reference(tmp_path_factory, tiny_tokenizer):
   rng = np.random.default_rng(0)
   pixels = rng.normal(size=(6, 32, 32, 3)).astype(np.float32)
   if PHOTOS:
-    pixels[:3] = [preprocess.CLIP_EVAL.__class__(
-        resize=32, crop=32, resample="bicubic", mean=preprocess.CLIP_MEAN,
-        std=preprocess.CLIP_STD, crop_rounding="floor")(
-            preprocess.load_rgb(p)) for p in PHOTOS[:3]]
+    transform = clip.clip_transform(32)
+    pixels[:3] = [transform(preprocess.load_rgb(p)) for p in PHOTOS[:3]]
   np.save(work / "pixels.npy", pixels)
   texts = ["the dog", "a", words(6), words(20), "dog the dog", words(120)]
   with open(work / "texts.json", "w", encoding="utf-8") as f:
