@@ -7,7 +7,7 @@ PyTorch classes in that process; the benchmark therefore runs this module as
 
 WORK_DIR holds config.json (CLIPConfig kwargs), tokenizer/, pixels.npy
 ((N, S, S, 3) preprocessed images), texts.json and settings.json
-({"seed", "image_batch", "text_batch"}). Writes the random CLIPModel to
+({"seed", "image_batch", "text_batch", "repeats"}). Writes the random CLIPModel to
 WORK_DIR/model (safetensors, so Flax loads the same weights), its
 L2-normalised embeddings to torch_emb.npz and timings to torch.json.
 """
@@ -26,6 +26,11 @@ def _timed(fn):
   start = time.perf_counter()
   out = fn()
   return out, time.perf_counter() - start
+
+
+def _best_of(fn, repeats):
+  runs = [_timed(fn) for _ in range(repeats)]
+  return runs[0][0], min(t for _, t in runs)
 
 
 def main(work_dir):
@@ -69,8 +74,9 @@ def main(work_dir):
     _, text_warmup_s = _timed(lambda: model.get_text_features(**tokenizer(
         texts[:tb], padding=True, truncation=True, max_length=max_length,
         return_tensors="pt")))
-  image_emb, image_s = _timed(images)
-  text_emb, text_s = _timed(text)
+  repeats = settings.get("repeats", 1)  # Best of `repeats` passes.
+  image_emb, image_s = _best_of(images, repeats)
+  text_emb, text_s = _best_of(text, repeats)
   np.savez(os.path.join(work_dir, "torch_emb.npz"),
            image_emb=image_emb.numpy(), text_emb=text_emb.numpy())
   with open(os.path.join(work_dir, "torch.json"), "w", encoding="utf-8") as f:
