@@ -1,0 +1,241 @@
+"""Benchmark: CLIP image and text embedding throughput, JAX vs PyTorch.
+
+Times `ClipEmbedder` (FlaxCLIPModel under jit) against transformers'
+PyTorch CLIPModel holding the same random weights, in the same run: the
+PyTorch side runs in a subprocess (_clip_torch.py, USE_TORCH=1), saves its
+weights, and the Flax model loads them. Times are the best of `repeats`
+passes after a warm-up (compile) pass. Also measures how storing P as
+float16 / bfloat16 changes labels, on random CLIP-like embeddings.
+
+  python scripts/benchmark.py --suite=clip --preset=full
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from jax_dissect import clip
+from jax_dissect import preprocess
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+_DATA = os.path.join(os.path.dirname(_REPO), "shared", "data")
+
+# CLIPConfig defaults are ViT-B/32's vision tower with the 12-layer, width-512
+# text tower; ViT-B/16 differs only in its patch size.
+MODELS = {
+    "vit-b16": {"vision_config": {"patch_size": 16}},
+    "tiny": {"projection_dim": 16,
+             "vision_config": {"hidden_size": 32, "intermediate_size": 37,
+                               "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "image_size": 32,
+                               "patch_size": 8},
+             "text_config": {"hidden_size": 32, "intermediate_size": 37,
+                             "num_hidden_layers": 2,
+                             "num_attention_heads": 4}},
+}
+
+PRESETS = {
+    "full": {"model": "vit-b16", "num_images": 64, "num_texts": 256,
+             "image_batch": 32, "text_batch": 256, "repeats": 2,
+             "p_shape": (4000, 2000, 512)},
+    "quick": {"model": "tiny", "num_images": 8, "num_texts": 32,
+              "image_batch": 4, "text_batch": 16, "repeats": 1,
+              "p_shape": (400, 300, 64)},
+}
+
+
+def _timed(fn):
+  start = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - start
+
+
+def _best_of(fn, repeats: int):
+  """(output of the first run, shortest time of `repeats` runs)."""
+  runs = [_timed(fn) for _ in range(repeats)]
+  return runs[0][0], min(t for _, t in runs)
+
+
+def _inputs(num_images: int, num_texts: int, data_dir: str
+            ) -> tuple[list[Any], list[str]]:
+  """Real photos and concepts from the shared data, or random stand-ins."""
+  photos = sorted(glob.glob(os.path.join(data_dir, "imagenet_sample",
+                                         "*.jpg")))[:num_images]
+  if len(photos) < num_images:
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (256, 320, 3), np.uint8)
+              for _ in range(num_images)]
+  concepts_file = os.path.join(data_dir, "concepts", "20k.txt")
+  if os.path.isfile(concepts_file):
+    with open(concepts_file, encoding="utf-8") as f:
+      texts = [line.strip() for line in f if line.strip()][:num_texts]
+  else:
+    texts = []
+  texts += [f"concept number {i}" for i in range(num_texts - len(texts))]
+  return photos, texts
+
+
+def _torch_reference(work: str, config: dict[str, Any], tokenizer,
+                     pixels: np.ndarray, texts: list[str], settings: dict
+                     ) -> dict[str, Any]:
+  """Runs _clip_torch.py; returns its timings (weights land in work/model)."""
+  for name, obj in (("config.json", config), ("texts.json", texts),
+                    ("settings.json", settings)):
+    with open(os.path.join(work, name), "w", encoding="utf-8") as f:
+      json.dump(obj, f)
+  tokenizer.save_pretrained(os.path.join(work, "tokenizer"))
+  np.save(os.path.join(work, "pixels.npy"), pixels)
+  subprocess.run(
+      [sys.executable, "-m", "jax_dissect.benchmarks._clip_torch", work],
+      cwd=_REPO, env={**os.environ, "USE_TORCH": "1"}, check=True)
+  with open(os.path.join(work, "torch.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _soft_wpmi_labels(a: np.ndarray, p: np.ndarray, top_k: int = 100,
+                      chunk: int = 32) -> np.ndarray:
+  """Labels by DESIGN.md's soft_wpmi (a=10, lam=1), numpy, for this
+  measurement only (the library's kernels live in similarity.py)."""
+  top_k = min(top_k, len(a))
+  q = np.exp(10 * (p - p.max(axis=1, keepdims=True)))
+  q /= q.sum(axis=1, keepdims=True)
+  top = np.argsort(-a, axis=0, kind="stable")[:top_k].T  # (K, top_k)
+  weights = 0.998 - np.arange(top_k) / top_k * (0.998 - 0.97)
+  logl = np.concatenate([
+      np.log(1 + weights[None, :, None] * (q[idx] - 1) + 1e-7).sum(axis=1)
+      for idx in np.array_split(top, max(1, len(top) // chunk))])
+  prior = np.logaddexp.reduce(logl, axis=0) - np.log(len(logl))
+  return np.argmax(logl - prior, axis=1)
+
+
+def _p_storage_effect(num_images: int, num_concepts: int, num_neurons: int,
+                      dim: int = 512, seed: int = 0) -> Iterator[dict]:
+  """Label changes when P is stored as float16 / bfloat16 instead of f32.
+
+  Embeddings are random unit vectors sharing one direction, so that cosine
+  similarities look like CLIP's (mean ~0.2, spread ~0.04). Neurons follow
+  one concept's column of P plus noise ("1 concept"), or the mean of two
+  concepts' columns ("2 concepts": near-ties between the two, a harder case).
+  """
+  rng = np.random.default_rng(seed)
+  shared = rng.normal(size=dim)
+  shared /= np.linalg.norm(shared)
+
+  def embed(n):
+    x = np.sqrt(0.2) * shared + np.sqrt(0.8) * rng.normal(size=(n, dim)
+                                                         ) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+  image_emb, text_emb = embed(num_images), embed(num_concepts)
+  p32 = clip.concept_activations(image_emb, text_emb)
+  planted = rng.integers(0, num_concepts, (2, num_neurons))
+  noise = 0.01 * rng.normal(size=(num_images, num_neurons))
+  acts = {"1 concept": p32[:, planted[0]] + noise,
+          "2 concepts": (p32[:, planted[0]] + p32[:, planted[1]]) / 2 + noise}
+  labels32 = {k: _soft_wpmi_labels(a, p32) for k, a in acts.items()}
+  for dtype in ("float16", "bfloat16"):
+    p = clip.concept_activations(image_emb, text_emb, dtype=dtype
+                                 ).astype(np.float32)
+    record = {
+        "what": f"P stored as {dtype}",
+        "shape": [num_images, num_concepts, num_neurons],
+        "p_mean": float(p32.mean()), "p_std": float(p32.std()),
+        "max_abs_error": float(np.abs(p - p32).max()),
+        "image_top_concept_changed": float(
+            (p.argmax(axis=1) != p32.argmax(axis=1)).mean()),
+    }
+    for kind, a in acts.items():
+      key = kind.replace(" ", "_")
+      record[f"soft_wpmi_label_changed_{key}"] = float(
+          (_soft_wpmi_labels(a, p) != labels32[kind]).mean())
+      hits = labels32[kind] == planted[0]
+      if kind == "2 concepts":
+        hits |= labels32[kind] == planted[1]
+      record[f"soft_wpmi_label_planted_{key}"] = float(hits.mean())
+    yield record
+
+
+def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
+        image_batch: int = 32, text_batch: int = 256, repeats: int = 1,
+        seed: int = 0,
+        compare_torch: bool = True, p_shape: tuple[int, int, int] | None = None,
+        data_dir: str = _DATA) -> Iterator[dict]:
+  """Yields one record per measurement (see the module docstring)."""
+  if model not in MODELS:
+    raise ValueError(f"model={model!r}; allowed: {sorted(MODELS)}")
+  bpe = os.path.join(data_dir, "clip_bpe", "bpe_simple_vocab_16e6.txt.gz")
+  photos, texts = _inputs(num_images, num_texts, data_dir)
+  have_torch = compare_torch and importlib.util.find_spec("torch") is not None
+  with tempfile.TemporaryDirectory() as work:
+    tokenizer = clip.build_clip_tokenizer(bpe, os.path.join(work, "tok"))
+    config = {**MODELS[model],
+              "text_config": {**MODELS[model].get("text_config", {}),
+                              "bos_token_id": tokenizer.bos_token_id,
+                              "eos_token_id": tokenizer.eos_token_id,
+                              "pad_token_id": tokenizer.pad_token_id}}
+    # CLIPVisionConfig's default image size is 224.
+    transform = clip.clip_transform(
+        config.get("vision_config", {}).get("image_size", 224))
+    pixels = np.stack([transform(x if isinstance(x, np.ndarray) else
+                                 preprocess.load_rgb(x)) for x in photos])
+    torch_times = {}
+    if not have_torch:
+      embedder = clip.ClipEmbedder.random(config, seed=seed,
+                                          tokenizer=tokenizer)
+    else:
+      torch_times = _torch_reference(
+          work, config, tokenizer, pixels, texts,
+          {"seed": seed, "image_batch": image_batch, "text_batch": text_batch,
+           "repeats": repeats})
+      embedder = clip.ClipEmbedder.from_pretrained(
+          os.path.join(work, "model"), tokenizer=tokenizer)
+      torch_emb = np.load(os.path.join(work, "torch_emb.npz"))
+    _, image_warmup_s = _timed(
+        lambda: embedder.embed_pixels(pixels[:image_batch], image_batch))
+    image_emb, image_s = _best_of(
+        lambda: embedder.embed_pixels(pixels, image_batch), repeats)
+    _, files_s = _best_of(
+        lambda: embedder.embed_images(photos, image_batch), repeats)
+    _, text_warmup_s = _timed(lambda: embedder.embed_texts(texts, text_batch))
+    text_emb, text_s = _best_of(
+        lambda: embedder.embed_texts(texts, text_batch), repeats)
+  common = {"model": model, "repeats": repeats,
+            "load_avg_1min_at_end": os.getloadavg()[0],
+            "weights_digest": embedder.identity().rsplit("@", 1)[1],
+            "embed_dim": embedder.embed_dim, "image_size": embedder.image_size}
+  for what, n, batch, jax_s, warm_s, key in (
+      ("images (preprocessed pixels)", num_images, image_batch, image_s,
+       image_warmup_s, "image"),
+      ("texts (tokenize + encode)", num_texts, text_batch, text_s,
+       text_warmup_s, "text")):
+    record = {**common, "what": what, "n": n, "batch": batch,
+              "jax_s": jax_s, "jax_per_s": n / jax_s,
+              "jax_warmup_s": warm_s}
+    if torch_times:
+      torch_s = torch_times[f"{key}_s"]
+      ours = image_emb if key == "image" else text_emb
+      record.update(
+          torch_s=torch_s, torch_per_s=n / torch_s,
+          torch_warmup_s=torch_times[f"{key}_warmup_s"],
+          jax_over_torch=torch_s / jax_s,
+          max_abs_diff_vs_torch=float(
+              np.abs(ours - torch_emb[f"{key}_emb"]).max()),
+          torch_version=torch_times["torch_version"],
+          torch_threads=torch_times["torch_threads"])
+    yield record
+  yield {**common, "what": "images (JPEG files: decode + preprocess + "
+         "encode)", "n": num_images, "batch": image_batch, "jax_s": files_s,
+         "jax_per_s": num_images / files_s}
+  if p_shape:
+    yield from _p_storage_effect(*p_shape, seed=seed)

@@ -1,0 +1,777 @@
+"""CLIP image and text embeddings with FlaxCLIPModel, and the matrix P.
+
+P[i, m] = <E_I(x_i) / |E_I(x_i)|, E_T(t_m) / |E_T(t_m)|> is the cosine
+similarity of probe image i and concept m (no logit scale). `ClipEmbedder`
+wraps a Hugging Face FlaxCLIPModel, its parameters and a CLIPTokenizerFast:
+
+  clip = ClipEmbedder.from_pretrained("openai/clip-vit-base-patch16")
+  image_emb = clip.embed_images(paths)           # (N, D) float32, unit norm
+  text_emb = clip.embed_texts(concept_set.texts())  # (M, D)
+  p = concept_activations(image_emb, text_emb)   # (N, M)
+
+Weights come from a hub id or a local directory (Flax weights, or PyTorch
+weights converted with transformers' PyTorch-to-Flax converter), or are
+random (`ClipEmbedder.random`) for offline smoke runs. Nothing here needs
+torch (except reading a pytorch_model.bin): transformers is imported with
+USE_TORCH=0 unless the caller set USE_TORCH before importing it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import gzip
+import hashlib
+import itertools
+import json
+import os
+import time
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+os.environ.setdefault("USE_TORCH", "0")  # Before transformers is imported.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging
+import flax.serialization
+import flax.traverse_util
+import huggingface_hub
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import safetensors
+import safetensors.numpy
+import transformers
+from transformers.modeling_flax_pytorch_utils import (
+    convert_pytorch_state_dict_to_flax)
+
+from jax_dissect import preprocess
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch16"
+# Number of BPE merges CLIP uses: 49152 - 256 - 2 (OpenAI's clip/simple_tokenizer).
+NUM_MERGES = 49152 - 256 - 2
+START_TOKEN = "<|startoftext|>"
+END_TOKEN = "<|endoftext|>"
+# Sub-configs of CLIPConfig whose keys `ClipEmbedder.random` checks.
+_SUB_CONFIGS = {"text_config": transformers.CLIPTextConfig,
+                "vision_config": transformers.CLIPVisionConfig}
+_P_DTYPES = {"float32": np.float32, "float16": np.float16,
+             "bfloat16": jnp.bfloat16}
+_PROGRESS_EVERY_S = 10.0
+
+
+class ClipLoadError(OSError):
+  """A CLIP model or tokenizer could not be loaded."""
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer built offline from OpenAI's BPE file.
+
+
+def bytes_to_unicode() -> dict[int, str]:
+  """Maps each byte 0..255 to a printable unicode symbol (GPT-2/CLIP BPE).
+
+  Printable Latin-1 bytes ('!'..'~', '¡'..'¬', '®'..'ÿ') map to themselves;
+  the other 68 bytes map to chr(256 + n) in byte order. The dict is ordered
+  printable bytes first, which is the order of CLIP's vocabulary.
+  """
+  printable = (list(range(ord("!"), ord("~") + 1)) +
+               list(range(ord("¡"), ord("¬") + 1)) +
+               list(range(ord("®"), ord("ÿ") + 1)))
+  mapping = {b: chr(b) for b in printable}
+  extra = 0
+  for b in range(256):
+    if b not in mapping:
+      mapping[b] = chr(256 + extra)
+      extra += 1
+  return mapping
+
+
+def build_clip_tokenizer(bpe_gz_path: str | os.PathLike,
+                         out_dir: str | os.PathLike,
+                         max_length: int = 77
+                         ) -> transformers.CLIPTokenizerFast:
+  """Builds CLIP's tokenizer from OpenAI's bpe_simple_vocab_16e6.txt.gz.
+
+  Writes vocab.json and merges.txt (the files Hugging Face's CLIP tokenizers
+  are made of) and the saved CLIPTokenizerFast to `out_dir`; no download.
+  Merges are lines 1..48894 of the file (line 0 is a header); the vocabulary
+  is the 256 byte symbols, the same with "</w>", the merged pairs, then
+  <|startoftext|> (49406) and <|endoftext|> (49407): 49408 entries.
+
+  Args:
+    bpe_gz_path: path of the gzipped merges file.
+    out_dir: directory to write (created if missing).
+    max_length: the tokenizer's model_max_length (CLIP's context is 77).
+
+  Returns:
+    The tokenizer, also loadable later with
+    CLIPTokenizerFast.from_pretrained(out_dir).
+  """
+  bpe_gz_path, out_dir = os.fspath(bpe_gz_path), os.fspath(out_dir)
+  if not os.path.isfile(bpe_gz_path):
+    raise FileNotFoundError(f"BPE merges file {bpe_gz_path!r} does not exist")
+  with gzip.open(bpe_gz_path, "rt", encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  merges = lines[1:NUM_MERGES + 1]
+  if len(merges) != NUM_MERGES or any(len(m.split(" ")) != 2 for m in merges):
+    raise ValueError(
+        f"{bpe_gz_path!r} is not CLIP's BPE merges file: expected "
+        f"{NUM_MERGES} merge lines of two symbols after the header, got "
+        f"{len(merges)} lines")
+  symbols = list(bytes_to_unicode().values())
+  tokens = symbols + [s + "</w>" for s in symbols]
+  tokens += ["".join(m.split(" ")) for m in merges]
+  tokens += [START_TOKEN, END_TOKEN]
+  vocab = {t: i for i, t in enumerate(tokens)}
+  if len(vocab) != len(tokens):
+    raise ValueError(f"{bpe_gz_path!r} yields duplicate vocabulary entries")
+  os.makedirs(out_dir, exist_ok=True)
+  vocab_file = os.path.join(out_dir, "vocab.json")
+  merges_file = os.path.join(out_dir, "merges.txt")
+  with open(vocab_file, "w", encoding="utf-8") as f:
+    json.dump(vocab, f, ensure_ascii=False)
+  with open(merges_file, "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+  tokenizer = transformers.CLIPTokenizerFast(
+      vocab_file=vocab_file, merges_file=merges_file,
+      model_max_length=max_length)
+  tokenizer.save_pretrained(out_dir)
+  logging.info("built CLIP tokenizer (%d tokens) in %s", len(tokenizer),
+               out_dir)
+  return tokenizer
+
+
+# ---------------------------------------------------------------------------
+# Loading.
+
+
+def _looks_like_path(name: str) -> bool:
+  return (name.startswith(("/", ".", "~")) or name.count("/") > 1 or
+          os.sep != "/" and os.sep in name)
+
+
+def _unreachable(err: BaseException | None) -> bool:
+  """True if `err` (or its cause) says the hub could not be reached."""
+  while err is not None:
+    if isinstance(err, (huggingface_hub.errors.OfflineModeIsEnabled,
+                        huggingface_hub.errors.LocalEntryNotFoundError,
+                        ConnectionError)) or (
+                            "couldn't connect" in str(err).lower()):
+      return True
+    err = err.__cause__ or err.__context__
+  return False
+
+
+def _hub_error(name: str, what: str, err: BaseException | None
+               ) -> ClipLoadError:
+  if err is None or _unreachable(err):
+    reason = ("the Hugging Face hub cannot be reached (no network, or "
+              "HF_HUB_OFFLINE=1) and it is not in the local cache")
+  else:
+    reason = f"{type(err).__name__}: {err}"
+  return ClipLoadError(
+      f"cannot load the CLIP {what} {name!r}: {reason}. Pass a local "
+      f"directory instead: on a machine with network access run "
+      f"FlaxCLIPModel.from_pretrained({name!r}).save_pretrained(DIR) and "
+      f"CLIPTokenizerFast.from_pretrained({name!r}).save_pretrained(DIR), "
+      "copy DIR here and use its path as the model name.")
+
+
+def _fetch(name: str, filename: str, hub_kwargs: Mapping[str, Any]
+           ) -> str | None:
+  """Path of `filename` in a local dir or hub repo; None if it has none.
+
+  Raises:
+    huggingface_hub.errors.LocalEntryNotFoundError: offline and not cached.
+    OSError / HfHubHTTPError: other hub failures.
+  """
+  if os.path.isdir(name):
+    path = os.path.join(name, filename)
+    return path if os.path.isfile(path) else None
+  try:
+    return huggingface_hub.hf_hub_download(name, filename, **hub_kwargs)
+  except huggingface_hub.errors.LocalEntryNotFoundError:
+    raise
+  except huggingface_hub.errors.EntryNotFoundError:
+    return None
+
+
+def _pytorch_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads model.safetensors or pytorch_model.bin as float32 numpy arrays."""
+  if path.endswith(".safetensors"):
+    return {k: np.asarray(v, np.float32)
+            for k, v in safetensors.numpy.load_file(path).items()}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ClipLoadError(
+        f"{path!r} holds PyTorch weights, which need torch to read: "
+        "pip install -e '.[torch]' (or save the model with safetensors)"
+        ) from e
+  state = torch.load(path, map_location="cpu", weights_only=True)
+  return {k: v.float().numpy() for k, v in state.items()}
+
+
+def _check_params(name: str, params: Any, shapes: Any) -> Any:
+  """Keeps the model's parameters; errors on missing or misshapen ones."""
+  flat = flax.traverse_util.flatten_dict(params)
+  want = flax.traverse_util.flatten_dict(shapes)
+  missing = sorted("/".join(k) for k in want.keys() - flat.keys())
+  wrong = sorted(f"{'/'.join(k)}: {flat[k].shape} != {want[k].shape}"
+                 for k in want.keys() & flat.keys()
+                 if tuple(flat[k].shape) != tuple(want[k].shape))
+  if missing or wrong:
+    raise ClipLoadError(
+        f"weights of {name!r} do not fit its config: {len(missing)} missing "
+        f"{missing[:5]}, {len(wrong)} misshapen {wrong[:5]}")
+  unused = flat.keys() - want.keys()
+  if unused:
+    logging.warning("%s: %d unused weights, e.g. %s", name, len(unused),
+                    "/".join(sorted(unused)[0]))
+  return flax.traverse_util.unflatten_dict(
+      {k: np.asarray(flat[k], np.float32) for k in want})
+
+
+class _ShapeOnlyModel:
+  """What transformers' PyTorch->Flax converter reads from a model: the
+  parameter tree (only shapes are used) and the base model prefix."""
+
+  def __init__(self, model: Any):
+    self.params = model.params_shape_tree
+    self.base_model_prefix = model.base_model_prefix
+
+
+def _load_model(name: str, hub_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
+  """Returns (FlaxCLIPModel without params, params) from a dir or hub id.
+
+  Reads flax_model.msgpack if present, else model.safetensors (PyTorch or
+  Flax layout), else pytorch_model.bin (needs torch), converting PyTorch
+  weights with transformers' converter.
+  """
+  if not os.path.isdir(name) and _looks_like_path(name):
+    raise ClipLoadError(f"local CLIP directory {name!r} does not exist")
+  unreachable = None
+  try:
+    config_file = _fetch(name, "config.json", hub_kwargs)
+    weights = None
+    for filename in ("flax_model.msgpack", "model.safetensors",
+                     "pytorch_model.bin"):
+      try:
+        weights = _fetch(name, filename, hub_kwargs)
+      except huggingface_hub.errors.LocalEntryNotFoundError as e:
+        unreachable = e  # Offline: the next file may still be cached.
+        continue
+      if weights:
+        break
+  except (OSError, ValueError, huggingface_hub.errors.HfHubHTTPError) as e:
+    raise _hub_error(name, "model", e) from e
+  where = (f"local CLIP directory {name!r}" if os.path.isdir(name) else
+           f"hub repo {name!r}")
+  if config_file is None:
+    raise ClipLoadError(f"{where} has no config.json")
+  if weights is None:
+    if unreachable is not None:
+      raise _hub_error(name, "model", unreachable)
+    raise ClipLoadError(
+        f"{where} has no single-file weights (flax_model.msgpack, "
+        "model.safetensors or pytorch_model.bin)")
+  config = transformers.CLIPConfig.from_json_file(config_file)
+  model = transformers.FlaxCLIPModel(config, _do_init=False)
+  shapes = model.params_shape_tree
+  fmt = None
+  if weights.endswith(".safetensors"):
+    with safetensors.safe_open(weights, framework="np") as f:
+      fmt = (f.metadata() or {}).get("format")
+  if weights.endswith(".msgpack"):
+    with open(weights, "rb") as f:
+      params = flax.serialization.msgpack_restore(f.read())
+  elif fmt == "flax":
+    params = flax.traverse_util.unflatten_dict(
+        safetensors.numpy.load_file(weights), sep=".")
+  else:
+    logging.info("converting PyTorch weights %s", weights)
+    params = convert_pytorch_state_dict_to_flax(
+        _pytorch_state_dict(weights), _ShapeOnlyModel(model))
+  return model, _check_params(name, params, shapes)
+
+
+def _load_tokenizer(name: str, **hub_kwargs) -> transformers.CLIPTokenizerFast:
+  try:
+    return transformers.CLIPTokenizerFast.from_pretrained(name, **hub_kwargs)
+  except (OSError, ValueError, TypeError) as e:
+    if os.path.isdir(name):
+      raise ClipLoadError(
+          f"cannot load a CLIP tokenizer from directory {name!r} ({e}); save "
+          "one there with CLIPTokenizerFast.save_pretrained, or build one "
+          "with jax_dissect.clip.build_clip_tokenizer and pass it as "
+          "tokenizer=") from e
+    raise _hub_error(name, "tokenizer", e) from e
+
+
+def _config_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+  """Validates `random()`'s overrides against CLIPConfig's keys."""
+  overrides = dict(overrides or {})
+  allowed = set(transformers.CLIPConfig().to_dict())
+  for key, value in overrides.items():
+    if key not in allowed:
+      raise ValueError(f"unknown CLIPConfig key {key!r}; allowed: "
+                       f"{sorted(_SUB_CONFIGS)} and top-level keys such as "
+                       "'projection_dim'")
+    if key in _SUB_CONFIGS:
+      sub_allowed = set(_SUB_CONFIGS[key]().to_dict())
+      for sub_key in value:
+        if sub_key not in sub_allowed:
+          raise ValueError(f"unknown {key} key {sub_key!r}; allowed: "
+                           f"{sorted(sub_allowed)}")
+  return overrides
+
+
+def _random_params(shapes: Any, seed: int) -> Any:
+  """Random CLIP parameters drawn with numpy (much faster than model init).
+
+  Layer-norm scales are 1 and biases 0, logit_scale is log(1/0.07) as in
+  CLIP, every other weight is N(0, 0.02^2); the same seed gives the same
+  parameters.
+  """
+  rng = np.random.default_rng(seed)
+
+  def init(path, leaf):
+    last = str(getattr(path[-1], "key", path[-1]))
+    if last == "scale":
+      return np.ones(leaf.shape, np.float32)
+    if last == "bias":
+      return np.zeros(leaf.shape, np.float32)
+    if last == "logit_scale":
+      return np.full(leaf.shape, np.log(1 / 0.07), np.float32)
+    return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(init, shapes)
+
+
+# ---------------------------------------------------------------------------
+# Embedding.
+
+
+def clip_transform(image_size: int) -> preprocess.ImageTransform:
+  """CLIPImageProcessor's preprocessing for `image_size` (CLIP_EVAL at 224):
+  resize the short side to image_size (bicubic), floor-rounded center crop
+  of image_size, CLIP mean/std."""
+  return dataclasses.replace(preprocess.CLIP_EVAL, resize=image_size,
+                             crop=image_size)
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+  x = x.astype(jnp.float32)
+  norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
+  return x / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+  it = iter(items)
+  while chunk := list(itertools.islice(it, size)):
+    yield chunk
+
+
+class _Progress:
+  """Logs counts, rate and ETA at most every few seconds."""
+
+  def __init__(self, what: str, total: int | None):
+    self.what, self.total, self.done = what, total, 0
+    self.start = self.last = time.perf_counter()
+
+  def update(self, n: int, final: bool = False) -> None:
+    self.done += n
+    now = time.perf_counter()
+    if not final and now - self.last < _PROGRESS_EVERY_S:
+      return
+    self.last = now
+    rate = self.done / max(now - self.start, 1e-9)
+    if self.total:
+      eta = (self.total - self.done) / max(rate, 1e-9)
+      logging.info("CLIP %s: %d/%d (%.0f%%), %.1f/s, ETA %.0f s", self.what,
+                   self.done, self.total, 100 * self.done / self.total, rate,
+                   eta)
+    else:
+      logging.info("CLIP %s: %d, %.1f/s", self.what, self.done, rate)
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """Appends zero rows to x (n, ...) up to (rows, ...)."""
+  if x.shape[0] == rows:
+    return x
+  pad = np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)
+  return np.concatenate([x, pad])
+
+
+def _length_bucket(length: int, max_length: int) -> int:
+  """Padded length of a batch whose longest text has `length` tokens.
+
+  Exact up to 16 tokens (concepts are short: 3-7 tokens for 20k.txt), then
+  multiples of 16, at most max_length; so few shapes are compiled.
+  """
+  if length <= 16:
+    return min(length, max_length)
+  return min(-(-length // 16) * 16, max_length)
+
+
+class ClipEmbedder:
+  """CLIP image/text embeddings (L2-normalised float32) with FlaxCLIPModel.
+
+  Attributes:
+    name: hub id, local directory or "random(...)" this model came from.
+    model: the transformers FlaxCLIPModel (its params are held separately).
+    params: the model's parameter pytree (float32, on the default device).
+    tokenizer: the CLIPTokenizerFast.
+    transform: image preprocessing (CLIP_EVAL at the config's image size).
+    embed_dim: D, the size of both embeddings (config.projection_dim).
+    image_size: side of the square model input in pixels.
+    max_length: tokens per text, special tokens included (77 for CLIP).
+  """
+
+  def __init__(self, model: Any, params: Any,
+               tokenizer: transformers.PreTrainedTokenizerBase, name: str):
+    """Wraps a loaded model; prefer `from_pretrained` or `random`.
+
+    Raises:
+      ValueError: if the tokenizer does not fit the model (vocabulary larger
+        than the embedding table, or an end token the model cannot find).
+    """
+    self.name = name
+    self.model = model
+    self.tokenizer = tokenizer
+    self.params = jax.device_put(jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, jnp.float32), params))
+    config = model.config
+    self.embed_dim = int(config.projection_dim)
+    self.image_size = int(config.vision_config.image_size)
+    self.transform = clip_transform(self.image_size)
+    self.max_length = int(config.text_config.max_position_embeddings)
+    if 0 < getattr(tokenizer, "model_max_length", 0) < self.max_length:
+      self.max_length = int(tokenizer.model_max_length)
+    self._check_tokenizer()
+    self._identity = None
+    self._image_fn = jax.jit(self._image_features)
+    self._text_fn = jax.jit(self._text_features)
+
+  def _check_tokenizer(self) -> None:
+    tok, text_config = self.tokenizer, self.model.config.text_config
+    eos = tok.eos_token_id
+    if eos is None:
+      raise ValueError(f"tokenizer of {self.name!r} has no end-of-text token")
+    max_id = max(tok.get_vocab().values())
+    if max_id >= text_config.vocab_size:
+      raise ValueError(
+          f"tokenizer of {self.name!r} has token ids up to {max_id} but the "
+          f"model's vocab_size is {text_config.vocab_size}")
+    ids = tok("a", verbose=False)["input_ids"]
+    if ids[-1] != eos:
+      raise ValueError(f"tokenizer of {self.name!r} does not end texts with "
+                       f"its end token {eos} (got ids {ids})")
+    # The text tower pools at argmax(ids) when eos_token_id == 2 (configs
+    # older than transformers PR 24773, e.g. OpenAI's), else at the first id
+    # equal to eos_token_id.
+    if text_config.eos_token_id == 2:
+      if eos != max_id:
+        raise ValueError(
+            f"model {self.name!r} pools text at the largest token id "
+            f"(config eos_token_id=2), but the tokenizer's end token {eos} is "
+            f"not its largest id {max_id}")
+    elif text_config.eos_token_id != eos:
+      raise ValueError(
+          f"model {self.name!r} pools text at token {text_config.eos_token_id}"
+          f" (config eos_token_id) but the tokenizer's end token is {eos}")
+
+  @classmethod
+  def from_pretrained(
+      cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *,
+      tokenizer: transformers.PreTrainedTokenizerBase | str | os.PathLike |
+      None = None,
+      revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+      local_files_only: bool = False) -> "ClipEmbedder":
+    """Loads a CLIP model from a hub id or a local directory.
+
+    Flax weights (flax_model.msgpack) are used when present, else PyTorch
+    weights (model.safetensors, pytorch_model.bin) are converted; only
+    pytorch_model.bin needs torch. Works the same for
+    openai/clip-vit-base-patch16 (default), -base-patch32, -large-patch14.
+
+    Args:
+      name_or_path: hub id ("owner/name") or directory from save_pretrained.
+      tokenizer: a tokenizer, or a directory/hub id to load one from; None
+        loads it from `name_or_path`.
+      revision: hub revision (branch, tag or commit).
+      cache_dir: hub cache directory.
+      local_files_only: never touch the network (as HF_HUB_OFFLINE=1).
+
+    Raises:
+      ClipLoadError: if the model or tokenizer cannot be loaded; for a hub id
+        that cannot be reached it says so and suggests a local directory.
+    """
+    name = os.fspath(name_or_path)
+    hub_kwargs = {"revision": revision, "cache_dir": cache_dir,
+                  "local_files_only": local_files_only}
+    start = time.perf_counter()
+    model, params = _load_model(name, hub_kwargs)
+    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+      tokenizer = _load_tokenizer(os.fspath(tokenizer or name), **hub_kwargs)
+    logging.info("loaded CLIP %s in %.1f s", name, time.perf_counter() - start)
+    return cls(model, params, tokenizer, name)
+
+  @classmethod
+  def random(cls, config_overrides: Mapping[str, Any] | None = None,
+             seed: int = 0, tokenizer_dir: str | os.PathLike | None = None,
+             tokenizer: transformers.PreTrainedTokenizerBase | None = None
+             ) -> "ClipEmbedder":
+    """A CLIP model with random weights, for offline smoke runs and timing.
+
+    Args:
+      config_overrides: CLIPConfig keys to change from its defaults, e.g.
+        {"projection_dim": 16, "vision_config": {"hidden_size": 32, ...},
+        "text_config": {...}}. The text vocab size and special token ids
+        default to the tokenizer's.
+      seed: PRNG seed of the weights.
+      tokenizer_dir: directory holding a saved CLIP tokenizer (e.g. from
+        `build_clip_tokenizer`), if `tokenizer` is not given.
+      tokenizer: the tokenizer to use.
+
+    Raises:
+      ValueError: for unknown config keys or no tokenizer.
+    """
+    overrides = _config_overrides(config_overrides)
+    if tokenizer is None:
+      if tokenizer_dir is None:
+        raise ValueError("ClipEmbedder.random needs tokenizer= or "
+                         "tokenizer_dir= (see build_clip_tokenizer)")
+      tokenizer = _load_tokenizer(os.fspath(tokenizer_dir))
+    text = {"vocab_size": max(tokenizer.get_vocab().values()) + 1,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+            **overrides.pop("text_config", {})}
+    config = transformers.CLIPConfig(
+        text_config=text, vision_config=overrides.pop("vision_config", {}),
+        **overrides)
+    model = transformers.FlaxCLIPModel(config, _do_init=False)
+    params = _random_params(model.params_shape_tree, seed)
+    return cls(model, params, tokenizer, f"random-clip(seed={seed})")
+
+  def save_pretrained(self, out_dir: str | os.PathLike) -> None:
+    """Saves Flax weights, config and tokenizer; `from_pretrained` reloads."""
+    self.model.save_pretrained(os.fspath(out_dir), params=self.params)
+    self.tokenizer.save_pretrained(os.fspath(out_dir))
+
+  @property
+  def config(self) -> transformers.CLIPConfig:
+    return self.model.config
+
+  def identity(self) -> str:
+    """A cache key: "<name>@<sha256 prefix>" of weights, config, tokenizer
+    and preprocessing, so equal keys mean equal embeddings."""
+    if self._identity is None:
+      h = hashlib.sha256()
+      leaves = jax.tree_util.tree_leaves_with_path(self.params)
+      for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(
+          kv[0])):
+        arr = np.asarray(jax.device_get(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}{arr.dtype}{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+      text, vision = self.config.text_config, self.config.vision_config
+      arch = {k: getattr(c, k) for c in (text, vision)
+              for k in ("hidden_act", "layer_norm_eps", "num_attention_heads")}
+      arch.update(text_eos=text.eos_token_id, max_length=self.max_length,
+                  transform=self.transform.identity())
+      h.update(json.dumps(arch, sort_keys=True, default=str).encode())
+      backend = getattr(self.tokenizer, "backend_tokenizer", None)
+      h.update((backend.to_str() if backend is not None else
+                json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
+                ).encode())
+      self._identity = f"{self.name}@{h.hexdigest()[:16]}"
+    return self._identity
+
+  # -- images ---------------------------------------------------------------
+
+  def _image_features(self, params, pixels: jax.Array) -> jax.Array:
+    # FlaxCLIPModel takes NCHW and transposes back to NHWC; XLA cancels both.
+    features = self.model.get_image_features(
+        jnp.transpose(pixels, (0, 3, 1, 2)), params=params)
+    return _l2_normalize(features)
+
+  def preprocess(self, image: Any) -> np.ndarray:
+    """One image (path, PIL image or uint8 array) -> (S, S, 3) float32."""
+    if isinstance(image, (str, os.PathLike)):
+      image = preprocess.load_rgb(image)
+    elif not isinstance(image, (Image.Image, np.ndarray)):
+      raise ValueError(
+          f"images must be file paths, PIL images or uint8 arrays; got "
+          f"{type(image).__name__}")
+    return self.transform(image)
+
+  def embed_pixels(self, pixels: np.ndarray, batch_size: int = 64
+                   ) -> np.ndarray:
+    """Embeds preprocessed images.
+
+    Args:
+      pixels: (N, S, S, 3) float32, already through `self.transform`.
+      batch_size: images per jitted call.
+
+    Returns:
+      (N, D) float32, rows of unit norm.
+    """
+    pixels = np.asarray(pixels, np.float32)
+    want = (self.image_size, self.image_size, 3)
+    if pixels.ndim != 4 or pixels.shape[1:] != want:
+      raise ValueError(f"pixels must have shape (N, {want[0]}, {want[1]}, 3); "
+                       f"got {pixels.shape}")
+    return self.embed_images(iter(pixels), batch_size=batch_size,
+                             _preprocessed=True, _total=len(pixels))
+
+  def embed_images(self, images: Iterable[Any], batch_size: int = 64,
+                   num_threads: int | None = None, *,
+                   _preprocessed: bool = False,
+                   _total: int | None = None) -> np.ndarray:
+    """Embeds a stream of images in batches under jit.
+
+    Images are preprocessed like CLIPImageProcessor (resize short side to
+    the model's image size, bicubic; center crop; CLIP mean/std) in a thread
+    pool while the previous batch runs.
+
+    Args:
+      images: iterable of file paths, PIL images or uint8 (H, W[, C])
+        arrays; consumed once, batch by batch.
+      batch_size: images per jitted call (the last batch is padded).
+      num_threads: preprocessing threads (default: min(4, CPU count)).
+
+    Returns:
+      (N, D) float32, rows of unit norm.
+    """
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    total = _total if _total is not None else (
+        len(images) if hasattr(images, "__len__") else None)
+    progress = _Progress("images", total)
+    outputs, pending = [], None
+    num_threads = num_threads or min(4, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+      for chunk in _batches(images, batch_size):
+        if _preprocessed:
+          batch = np.stack(chunk)
+        else:
+          batch = np.stack(list(pool.map(self.preprocess, chunk)))
+        result = self._image_fn(self.params, _pad_rows(batch, batch_size))
+        if pending is not None:  # Fetch the previous batch while this runs.
+          outputs.append(np.asarray(pending[0])[:pending[1]])
+          progress.update(pending[1])
+        pending = (result, len(chunk))
+    if pending is not None:
+      outputs.append(np.asarray(pending[0])[:pending[1]])
+    progress.update(pending[1] if pending else 0, final=True)
+    if not outputs:
+      return np.zeros((0, self.embed_dim), np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)
+
+  # -- texts ----------------------------------------------------------------
+
+  def _text_features(self, params, ids: jax.Array, mask: jax.Array
+                     ) -> jax.Array:
+    features = self.model.get_text_features(ids, attention_mask=mask,
+                                            params=params)
+    return _l2_normalize(features)
+
+  def tokenize(self, texts: Sequence[str]
+               ) -> tuple[list[list[int]], list[int]]:
+    """Token ids per text, truncated to `max_length` keeping the end token.
+
+    Returns:
+      (ids, truncated): ids[m] starts with the start token and ends with the
+      end token; truncated lists the indices of texts that were longer than
+      max_length tokens.
+    """
+    if isinstance(texts, str):
+      raise ValueError("texts must be a sequence of strings, not one string")
+    bad = [t for t in texts if not isinstance(t, str)]
+    if bad:
+      raise ValueError(f"texts must be strings; got {bad[0]!r}")
+    if not texts:
+      return [], []
+    ids = self.tokenizer(list(texts), verbose=False)["input_ids"]
+    eos, truncated = self.tokenizer.eos_token_id, []
+    for m, seq in enumerate(ids):
+      if len(seq) > self.max_length:
+        ids[m] = seq[:self.max_length - 1] + [eos]
+        truncated.append(m)
+    return ids, truncated
+
+  def embed_texts(self, texts: Sequence[str], batch_size: int = 256
+                  ) -> np.ndarray:
+    """Embeds texts (e.g. concepts) in batches under jit.
+
+    Texts longer than `max_length` tokens are truncated (the end token is
+    kept) with a warning naming how many.
+
+    Args:
+      texts: M strings, tokenized as written (no template added here).
+      batch_size: texts per jitted call.
+
+    Returns:
+      (M, D) float32, rows of unit norm.
+    """
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    ids, truncated = self.tokenize(texts)
+    if truncated:
+      logging.warning(
+          "%d of %d texts are longer than CLIP's %d tokens and were "
+          "truncated (first: text %d, %r)", len(truncated), len(texts),
+          self.max_length, truncated[0], texts[truncated[0]][:80])
+    eos = self.tokenizer.eos_token_id
+    progress = _Progress("texts", len(ids))
+    out = np.zeros((len(ids), self.embed_dim), np.float32)
+    # Batches of similar length waste little compute on padding.
+    order = np.argsort([len(seq) for seq in ids], kind="stable")
+    for start in range(0, len(ids), batch_size):
+      rows = order[start:start + batch_size]
+      length = _length_bucket(max(len(ids[r]) for r in rows), self.max_length)
+      batch = np.full((batch_size, length), eos, np.int32)
+      mask = np.zeros((batch_size, length), np.int32)
+      for row, r in enumerate(rows):
+        batch[row, :len(ids[r])] = ids[r]
+        mask[row, :len(ids[r])] = 1
+      mask[len(rows):, 0] = 1  # Padding rows: one visible token, no NaN.
+      result = self._text_fn(self.params, batch, mask)
+      out[rows] = np.asarray(result)[:len(rows)]
+      progress.update(len(rows), final=start + batch_size >= len(ids))
+    return out
+
+
+def concept_activations(image_emb: np.ndarray, text_emb: np.ndarray,
+                        dtype: Any = np.float32, chunk_rows: int = 4096
+                        ) -> np.ndarray:
+  """P = image_emb @ text_emb.T, computed in float32, stored as `dtype`.
+
+  Args:
+    image_emb: (N, D) unit-norm image embeddings.
+    text_emb: (M, D) unit-norm text embeddings.
+    dtype: storage dtype of P: float32 (default), float16 or bfloat16 (as a
+      numpy dtype, jnp dtype or name). Products are always float32 and
+      rounded once when stored.
+    chunk_rows: image rows per matmul, bounding float32 temporaries.
+
+  Returns:
+    (N, M) array of cosine similarities, dtype `dtype`.
+  """
+  name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+  if name not in _P_DTYPES:
+    raise ValueError(f"dtype={dtype!r} for P; allowed: {sorted(_P_DTYPES)}")
+  image_emb = np.asarray(image_emb, np.float32)
+  text_emb = np.asarray(text_emb, np.float32)
+  if image_emb.ndim != 2 or text_emb.ndim != 2 or (
+      image_emb.shape[1] != text_emb.shape[1]):
+    raise ValueError(
+        f"image_emb (N, D) and text_emb (M, D) must share D; got shapes "
+        f"{image_emb.shape} and {text_emb.shape}")
+  out = np.empty((image_emb.shape[0], text_emb.shape[0]), _P_DTYPES[name])
+  for start in range(0, image_emb.shape[0], chunk_rows):
+    stop = start + chunk_rows
+    out[start:stop] = (image_emb[start:stop] @ text_emb.T).astype(out.dtype)
+  return out
