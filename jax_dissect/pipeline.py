@@ -535,7 +535,7 @@ def describe_neurons(config: ml_collections.ConfigDict) -> Results:
       valid ones.
   """
   full = default_config()
-  full.update(config)
+  full.update(config.to_dict() if hasattr(config, "to_dict") else config)
   config = full
   _check_choice("similarity_fn", config.similarity_fn,
                 list(similarity.SIMILARITY_FNS))

@@ -55,7 +55,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = pipeline.default_config()
   if _CONFIG.value is not None:
-    config.update(_CONFIG.value)
+    config.update(_CONFIG.value.to_dict())
   for name in list(_STR_FLAGS) + ["batch_size", "strict"]:
     if FLAGS[name].present:
       config[name] = FLAGS[name].value
