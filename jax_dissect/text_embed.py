@@ -17,6 +17,7 @@ This module provides:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import sys
 
 import numpy as np
 
@@ -111,6 +112,9 @@ def sentence_transformer_embedder(
 
   Raises:
     ImportError: if the optional extra `sentence` is not installed.
+    RuntimeError: if transformers was already imported with PyTorch off
+      (jax_dissect.clip sets USE_TORCH=0 unless it was set): create this
+      embedder first, or set USE_TORCH=1 before importing jax_dissect.clip.
   """
   try:
     import sentence_transformers  # pylint: disable=g-import-not-at-top
@@ -118,6 +122,16 @@ def sentence_transformer_embedder(
     raise ImportError(
         "sentence-embedding evaluation needs the optional extra 'sentence': "
         "pip install -e '.[sentence]' (sentence-transformers)") from e
+  except Exception as e:  # transformers' torch-only modules without torch.
+    transformers = sys.modules.get("transformers")
+    if transformers is None or transformers.utils.is_torch_available():
+      raise
+    raise RuntimeError(
+        "sentence-transformers needs transformers with PyTorch, but "
+        "transformers was already imported with USE_TORCH=0 (jax_dissect.clip "
+        "does that unless USE_TORCH is set): set USE_TORCH=1 in the "
+        "environment, or create the sentence embedder before importing "
+        "jax_dissect.clip") from e
   st_model = sentence_transformers.SentenceTransformer(model, device=device)
 
   def embed(texts: Sequence[str]) -> np.ndarray:

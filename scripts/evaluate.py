@@ -18,6 +18,11 @@ from absl import flags
 from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# sentence-transformers needs transformers with PyTorch, which jax_dissect.clip
+# turns off unless USE_TORCH is set: set it before anything imports them.
+if any(a.startswith("--sentence_model=") and a.split("=", 1)[1]
+       for a in sys.argv):
+  os.environ.setdefault("USE_TORCH", "1")
 # pylint: disable=g-import-not-at-top
 from jax_dissect import evaluate
 from jax_dissect import results_dir

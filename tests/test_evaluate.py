@@ -1,8 +1,11 @@
 """Evaluation against class names on synthetic results with known answers."""
 
+import importlib.util
 import json
 import os
 
+import subprocess
+import sys
 import numpy as np
 import pytest
 
@@ -156,31 +159,55 @@ def test_sentence_transformer_missing_extra(monkeypatch):
 
 
 def test_sentence_transformer_embedder_local_dir(tmp_path):
-  st = pytest.importorskip(
-      "sentence_transformers",
-      reason="optional extra 'sentence' (sentence-transformers) not installed")
+  """Runs in a fresh process: transformers must be imported with torch on."""
+  if importlib.util.find_spec("sentence_transformers") is None:
+    pytest.skip("optional extra 'sentence' (sentence-transformers) not "
+                "installed")
+  env = dict(os.environ, USE_TORCH="1")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, "-c", _SENTENCE_CHECK, str(tmp_path)], env=env,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "sentence embedder ok" in result.stdout
+
+
+def test_sentence_transformer_after_clip_import_says_why():
+  import jax_dissect.clip  # pylint: disable=g-import-not-at-top,unused-import
   import transformers  # pylint: disable=g-import-not-at-top
-  words = ["cat", "dog", "tabby", "car", "red", "fire", "truck"]
-  vocab = tmp_path / "vocab.txt"
-  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                             + words) + "\n")
-  bert_dir = tmp_path / "bert"
-  transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(
-      bert_dir)
-  config = transformers.BertConfig(
-      vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1,
-      num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
-  transformers.BertModel(config).save_pretrained(bert_dir)
-  word = st.models.Transformer(str(bert_dir), max_seq_length=16)
-  pool = st.models.Pooling(word.get_word_embedding_dimension(), "mean")
-  model_dir = tmp_path / "st"
-  st.SentenceTransformer(modules=[word, pool], device="cpu").save(
-      str(model_dir))
-  embed = text_embed.sentence_transformer_embedder(str(model_dir),
-                                                   device="cpu")
-  out = embed(["tabby cat", "fire truck", "tabby cat"])
-  assert out.shape == (3, 16) and out.dtype == np.float32
-  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-  np.testing.assert_allclose(out[0], out[2], atol=1e-6)
-  cos = evaluate.label_cosines(["tabby cat"], ["tabby cat"], embed)
-  assert cos[0] == pytest.approx(1.0, abs=1e-5)
+  if transformers.utils.is_torch_available():
+    pytest.skip("this process imported transformers with torch enabled")
+  with pytest.raises(RuntimeError, match="USE_TORCH=1"):
+    text_embed.sentence_transformer_embedder("some/model")
+
+
+_SENTENCE_CHECK = r"""
+import sys
+import numpy as np
+import sentence_transformers as st
+import transformers
+from jax_dissect import evaluate, text_embed
+tmp = sys.argv[1]
+words = ["cat", "dog", "tabby", "car", "red", "fire", "truck"]
+with open(f"{tmp}/vocab.txt", "w") as f:
+  f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+bert_dir = f"{tmp}/bert"
+transformers.BertTokenizerFast(vocab_file=f"{tmp}/vocab.txt").save_pretrained(
+    bert_dir)
+config = transformers.BertConfig(
+    vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1,
+    num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+transformers.BertModel(config).save_pretrained(bert_dir)
+word = st.models.Transformer(bert_dir, max_seq_length=16)
+pool = st.models.Pooling(word.get_word_embedding_dimension(), "mean")
+st.SentenceTransformer(modules=[word, pool], device="cpu").save(f"{tmp}/st")
+embed = text_embed.sentence_transformer_embedder(f"{tmp}/st", device="cpu")
+out = embed(["tabby cat", "fire truck", "tabby cat"])
+assert out.shape == (3, 16) and out.dtype == np.float32
+np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+np.testing.assert_allclose(out[0], out[2], atol=1e-6)
+cos = evaluate.label_cosines(["tabby cat"], ["tabby cat"], embed)
+assert abs(cos[0] - 1.0) < 1e-5
+print("sentence embedder ok")
+"""
