@@ -48,7 +48,7 @@ MODELS = {
 }
 
 PRESETS = {
-    "full": {"model": "vit-b16", "num_images": 64, "num_texts": 256,
+    "full": {"model": "vit-b16", "num_images": 64, "num_texts": 1024,
              "image_batch": 32, "text_batch": 256, "repeats": 3,
              "p_shape": (4000, 2000, 512)},
     "quick": {"model": "tiny", "num_images": 8, "num_texts": 32,
