@@ -547,7 +547,8 @@ class ClipEmbedder:
     text = {"vocab_size": max(tokenizer.get_vocab().values()) + 1,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+            "pad_token_id": (tokenizer.eos_token_id if tokenizer.pad_token_id
+                             is None else tokenizer.pad_token_id),
             **overrides.pop("text_config", {})}
     config = transformers.CLIPConfig(
         text_config=text, vision_config=overrides.pop("vision_config", {}),
