@@ -48,7 +48,7 @@ from transformers.modeling_flax_pytorch_utils import (
 from jax_dissect import preprocess
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
-# Number of BPE merges CLIP uses: 49152 - 256 - 2 (OpenAI's clip/simple_tokenizer).
+# BPE merges CLIP uses: 49152 - 256 - 2 (as OpenAI's simple_tokenizer).
 NUM_MERGES = 49152 - 256 - 2
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"

@@ -291,8 +291,8 @@ def test_save_and_load_local_dir_offline(tiny_clip, tmp_path, monkeypatch):
   # A tokenizer from elsewhere (a directory).
   tok_dir = tmp_path / "tok"
   tiny_clip.tokenizer.save_pretrained(tok_dir)
-  assert clip.ClipEmbedder.from_pretrained(tmp_path, tokenizer=tok_dir).tokenize(
-      ["the"])[0] == tiny_clip.tokenize(["the"])[0]
+  reloaded = clip.ClipEmbedder.from_pretrained(tmp_path, tokenizer=tok_dir)
+  assert reloaded.tokenize(["the"])[0] == tiny_clip.tokenize(["the"])[0]
 
 
 def test_local_dir_errors(tiny_clip, tmp_path):

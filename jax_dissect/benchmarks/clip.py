@@ -260,6 +260,7 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
     yield record
   yield {**common, "what": "images (JPEG files: decode + preprocess + "
          "encode)", "n": num_images, "batch": image_batch,
-         "jax_s": jax_best["files"], "jax_per_s": num_images / jax_best["files"]}
+         "jax_s": jax_best["files"],
+         "jax_per_s": num_images / jax_best["files"]}
   if p_shape:
     yield from _p_storage_effect(*p_shape, seed=seed)
