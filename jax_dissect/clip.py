@@ -48,7 +48,7 @@ from transformers.modeling_flax_pytorch_utils import (
 from jax_dissect import preprocess
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
-# Number of BPE merges CLIP uses: 49152 - 256 - 2 (OpenAI's clip/simple_tokenizer).
+# BPE merges CLIP uses: 49152 - 256 - 2 (as OpenAI's simple_tokenizer).
 NUM_MERGES = 49152 - 256 - 2
 START_TOKEN = "<|startoftext|>"
 END_TOKEN = "<|endoftext|>"
@@ -547,7 +547,8 @@ class ClipEmbedder:
     text = {"vocab_size": max(tokenizer.get_vocab().values()) + 1,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+            "pad_token_id": (tokenizer.eos_token_id if tokenizer.pad_token_id
+                             is None else tokenizer.pad_token_id),
             **overrides.pop("text_config", {})}
     config = transformers.CLIPConfig(
         text_config=text, vision_config=overrides.pop("vision_config", {}),

@@ -291,8 +291,8 @@ def test_save_and_load_local_dir_offline(tiny_clip, tmp_path, monkeypatch):
   # A tokenizer from elsewhere (a directory).
   tok_dir = tmp_path / "tok"
   tiny_clip.tokenizer.save_pretrained(tok_dir)
-  assert clip.ClipEmbedder.from_pretrained(tmp_path, tokenizer=tok_dir).tokenize(
-      ["the"])[0] == tiny_clip.tokenize(["the"])[0]
+  reloaded = clip.ClipEmbedder.from_pretrained(tmp_path, tokenizer=tok_dir)
+  assert reloaded.tokenize(["the"])[0] == tiny_clip.tokenize(["the"])[0]
 
 
 def test_local_dir_errors(tiny_clip, tmp_path):
@@ -396,3 +396,27 @@ def test_equivalence_with_pytorch_clip(torch_reference, weights):
   ids, _ = embedder.tokenize(texts)
   for row, seq in zip(ref["input_ids"], ids):
     assert list(row[:len(seq)]) == seq
+
+
+@pytest.mark.skipif(not os.path.isfile(BPE_FILE), reason=f"no {BPE_FILE}")
+def test_runs_without_torch(tmp_path):
+  """In a process where `import torch` fails: build, embed, save, reload."""
+  code = f"""
+import sys
+sys.modules["torch"] = None  # Any `import torch` now raises ImportError.
+import numpy as np
+from jax_dissect import clip
+tok = clip.build_clip_tokenizer({BPE_FILE!r}, {str(tmp_path / "tok")!r})
+model = clip.ClipEmbedder.random({TINY!r}, tokenizer=tok)
+text = model.embed_texts(["a photo of a dog", "cat"])
+image = model.embed_pixels(np.zeros((2, 32, 32, 3), np.float32))
+model.save_pretrained({str(tmp_path / "model")!r})
+again = clip.ClipEmbedder.from_pretrained({str(tmp_path / "model")!r})
+assert np.allclose(again.embed_texts(["a photo of a dog", "cat"]), text)
+print("OK", clip.concept_activations(image, text).shape)
+"""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env.pop("USE_TORCH", None)
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert "OK (2, 2)" in out.stdout, out.stdout + out.stderr[-3000:]

@@ -1,15 +1,23 @@
-"""PyTorch side of the CLIP benchmark, run in its own process.
+"""PyTorch side of the CLIP benchmark: a worker process driven over stdin.
 
 jax_dissect imports transformers with USE_TORCH=0, which hides transformers'
-PyTorch classes in that process; the benchmark therefore runs this module as
+PyTorch classes in that process; the benchmark therefore starts
 
   USE_TORCH=1 python -m jax_dissect.benchmarks._clip_torch WORK_DIR
 
 WORK_DIR holds config.json (CLIPConfig kwargs), tokenizer/, pixels.npy
 ((N, S, S, 3) preprocessed images), texts.json and settings.json
-({"seed", "image_batch", "text_batch", "repeats"}). Writes the random CLIPModel to
-WORK_DIR/model (safetensors, so Flax loads the same weights), its
-L2-normalised embeddings to torch_emb.npz and timings to torch.json.
+({"seed", "image_batch", "text_batch"}). The worker builds a random
+CLIPModel, saves it to WORK_DIR/model (safetensors, so Flax loads the same
+weights), prints "@@ ready", then answers one command per stdin line with
+one "@@ <json>" line, so that the benchmark can alternate PyTorch and JAX
+passes (the machine's cores are shared; alternating spreads the noise):
+
+  warmup -> {"image_s", "text_s"} for one batch of each
+  images / text -> {"s"}: seconds for all images / texts
+  save -> writes L2-normalised image_emb, text_emb to torch_emb.npz
+  info -> {"torch_version", "torch_threads"}
+  quit
 """
 
 import json
@@ -28,9 +36,8 @@ def _timed(fn):
   return out, time.perf_counter() - start
 
 
-def _best_of(fn, repeats):
-  runs = [_timed(fn) for _ in range(repeats)]
-  return runs[0][0], min(t for _, t in runs)
+def _reply(obj):
+  print("@@ " + json.dumps(obj), flush=True)
 
 
 def main(work_dir):
@@ -51,40 +58,45 @@ def main(work_dir):
   max_length = config.text_config.max_position_embeddings
   ib, tb = settings["image_batch"], settings["text_batch"]
 
+  def tokens(batch):
+    return tokenizer(batch, padding=True, truncation=True,
+                     max_length=max_length, return_tensors="pt")
+
   @torch.no_grad()
-  def images():
-    out = [model.get_image_features(pixel_values=pixels[i:i + ib])
-           for i in range(0, len(pixels), ib)]
+  def images(n=len(pixels)):
+    out = [model.get_image_features(pixel_values=pixels[i:min(i + ib, n)])
+           for i in range(0, n, ib)]
     out = torch.cat(out)
     return out / out.norm(dim=-1, keepdim=True)
 
   @torch.no_grad()
-  def text():
-    out = []
-    for i in range(0, len(texts), tb):
-      tokens = tokenizer(texts[i:i + tb], padding=True, truncation=True,
-                         max_length=max_length, return_tensors="pt")
-      out.append(model.get_text_features(**tokens))
+  def text(n=len(texts)):
+    out = [model.get_text_features(**tokens(texts[i:min(i + tb, n)]))
+           for i in range(0, n, tb)]
     out = torch.cat(out)
     return out / out.norm(dim=-1, keepdim=True)
 
-  with torch.no_grad():  # Warm-up: one batch of each.
-    _, image_warmup_s = _timed(
-        lambda: model.get_image_features(pixel_values=pixels[:ib]))
-    _, text_warmup_s = _timed(lambda: model.get_text_features(**tokenizer(
-        texts[:tb], padding=True, truncation=True, max_length=max_length,
-        return_tensors="pt")))
-  repeats = settings.get("repeats", 1)  # Best of `repeats` passes.
-  image_emb, image_s = _best_of(images, repeats)
-  text_emb, text_s = _best_of(text, repeats)
-  np.savez(os.path.join(work_dir, "torch_emb.npz"),
-           image_emb=image_emb.numpy(), text_emb=text_emb.numpy())
-  with open(os.path.join(work_dir, "torch.json"), "w", encoding="utf-8") as f:
-    json.dump({"image_s": image_s, "text_s": text_s,
-               "image_warmup_s": image_warmup_s,
-               "text_warmup_s": text_warmup_s,
-               "torch_version": torch.__version__,
-               "torch_threads": torch.get_num_threads()}, f)
+  _reply("ready")
+  for line in sys.stdin:
+    command = line.strip()
+    if command == "warmup":
+      _reply({"image_s": _timed(lambda: images(min(ib, len(pixels))))[1],
+              "text_s": _timed(lambda: text(min(tb, len(texts))))[1]})
+    elif command == "images":
+      _reply({"s": _timed(images)[1]})
+    elif command == "text":
+      _reply({"s": _timed(text)[1]})
+    elif command == "save":
+      np.savez(os.path.join(work_dir, "torch_emb.npz"),
+               image_emb=images().numpy(), text_emb=text().numpy())
+      _reply("saved")
+    elif command == "info":
+      _reply({"torch_version": torch.__version__,
+              "torch_threads": torch.get_num_threads()})
+    elif command == "quit":
+      return
+    else:
+      _reply({"error": f"unknown command {command!r}"})
 
 
 if __name__ == "__main__":

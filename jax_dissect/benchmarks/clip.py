@@ -2,9 +2,11 @@
 
 Times `ClipEmbedder` (FlaxCLIPModel under jit) against transformers'
 PyTorch CLIPModel holding the same random weights, in the same run: the
-PyTorch side runs in a subprocess (_clip_torch.py, USE_TORCH=1), saves its
-weights, and the Flax model loads them. Times are the best of `repeats`
-passes after a warm-up (compile) pass. Also measures how storing P as
+PyTorch side runs in a worker subprocess (_clip_torch.py, USE_TORCH=1) that
+saves its weights for the Flax model to load. After a warm-up (compile)
+pass, JAX and PyTorch passes alternate `repeats` times and the best time of
+each is kept (the cores are shared with other work; alternating spreads
+its noise over both). Also measures how storing P as
 float16 / bfloat16 changes labels, on random CLIP-like embeddings.
 
   python scripts/benchmark.py --suite=clip --preset=full
@@ -46,11 +48,11 @@ MODELS = {
 }
 
 PRESETS = {
-    "full": {"model": "vit-b16", "num_images": 64, "num_texts": 256,
-             "image_batch": 32, "text_batch": 256, "repeats": 2,
+    "full": {"model": "vit-b16", "num_images": 64, "num_texts": 1024,
+             "image_batch": 32, "text_batch": 256, "repeats": 3,
              "p_shape": (4000, 2000, 512)},
     "quick": {"model": "tiny", "num_images": 8, "num_texts": 32,
-              "image_batch": 4, "text_batch": 16, "repeats": 1,
+              "image_batch": 4, "text_batch": 16, "repeats": 2,
               "p_shape": (400, 300, 64)},
 }
 
@@ -59,12 +61,6 @@ def _timed(fn):
   start = time.perf_counter()
   out = fn()
   return out, time.perf_counter() - start
-
-
-def _best_of(fn, repeats: int):
-  """(output of the first run, shortest time of `repeats` runs)."""
-  runs = [_timed(fn) for _ in range(repeats)]
-  return runs[0][0], min(t for _, t in runs)
 
 
 def _inputs(num_images: int, num_texts: int, data_dir: str
@@ -86,21 +82,40 @@ def _inputs(num_images: int, num_texts: int, data_dir: str
   return photos, texts
 
 
-def _torch_reference(work: str, config: dict[str, Any], tokenizer,
-                     pixels: np.ndarray, texts: list[str], settings: dict
-                     ) -> dict[str, Any]:
-  """Runs _clip_torch.py; returns its timings (weights land in work/model)."""
-  for name, obj in (("config.json", config), ("texts.json", texts),
-                    ("settings.json", settings)):
-    with open(os.path.join(work, name), "w", encoding="utf-8") as f:
-      json.dump(obj, f)
-  tokenizer.save_pretrained(os.path.join(work, "tokenizer"))
-  np.save(os.path.join(work, "pixels.npy"), pixels)
-  subprocess.run(
-      [sys.executable, "-m", "jax_dissect.benchmarks._clip_torch", work],
-      cwd=_REPO, env={**os.environ, "USE_TORCH": "1"}, check=True)
-  with open(os.path.join(work, "torch.json"), encoding="utf-8") as f:
-    return json.load(f)
+class _TorchWorker:
+  """Drives _clip_torch.py (PyTorch CLIPModel) in a subprocess over pipes."""
+
+  def __init__(self, work: str, config: dict[str, Any], tokenizer,
+               pixels: np.ndarray, texts: list[str], settings: dict):
+    for name, obj in (("config.json", config), ("texts.json", texts),
+                      ("settings.json", settings)):
+      with open(os.path.join(work, name), "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+    tokenizer.save_pretrained(os.path.join(work, "tokenizer"))
+    np.save(os.path.join(work, "pixels.npy"), pixels)
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_dissect.benchmarks._clip_torch", work],
+        cwd=_REPO, env={**os.environ, "USE_TORCH": "1"}, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    self._read()  # "ready": the model is saved under work/model.
+
+  def _read(self) -> Any:
+    for line in self.proc.stdout:
+      if line.startswith("@@ "):
+        return json.loads(line[3:])
+    raise RuntimeError(
+        f"PyTorch benchmark worker exited with {self.proc.wait()}")
+
+  def __call__(self, command: str) -> Any:
+    self.proc.stdin.write(command + "\n")
+    self.proc.stdin.flush()
+    return self._read()
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      self.proc.stdin.write("quit\n")
+      self.proc.stdin.close()
+      self.proc.wait(timeout=60)
 
 
 def _soft_wpmi_labels(a: np.ndarray, p: np.ndarray, top_k: int = 100,
@@ -189,53 +204,63 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
         config.get("vision_config", {}).get("image_size", 224))
     pixels = np.stack([transform(x if isinstance(x, np.ndarray) else
                                  preprocess.load_rgb(x)) for x in photos])
-    torch_times = {}
-    if not have_torch:
-      embedder = clip.ClipEmbedder.random(config, seed=seed,
-                                          tokenizer=tokenizer)
-    else:
-      torch_times = _torch_reference(
+    worker = None
+    if have_torch:
+      worker = _TorchWorker(
           work, config, tokenizer, pixels, texts,
-          {"seed": seed, "image_batch": image_batch, "text_batch": text_batch,
-           "repeats": repeats})
+          {"seed": seed, "image_batch": image_batch, "text_batch": text_batch})
       embedder = clip.ClipEmbedder.from_pretrained(
           os.path.join(work, "model"), tokenizer=tokenizer)
-      torch_emb = np.load(os.path.join(work, "torch_emb.npz"))
-    _, image_warmup_s = _timed(
-        lambda: embedder.embed_pixels(pixels[:image_batch], image_batch))
-    image_emb, image_s = _best_of(
-        lambda: embedder.embed_pixels(pixels, image_batch), repeats)
-    _, files_s = _best_of(
-        lambda: embedder.embed_images(photos, image_batch), repeats)
-    _, text_warmup_s = _timed(lambda: embedder.embed_texts(texts, text_batch))
-    text_emb, text_s = _best_of(
-        lambda: embedder.embed_texts(texts, text_batch), repeats)
+    else:
+      embedder = clip.ClipEmbedder.random(config, seed=seed,
+                                          tokenizer=tokenizer)
+    try:
+      jax_pass = {
+          "image": lambda: embedder.embed_pixels(pixels, image_batch),
+          "text": lambda: embedder.embed_texts(texts, text_batch),
+          "files": lambda: embedder.embed_images(photos, image_batch)}
+      jax_out, jax_warmup, jax_best, torch_best = {}, {}, {}, {}
+      _, jax_warmup["image"] = _timed(
+          lambda: embedder.embed_pixels(pixels[:image_batch], image_batch))
+      jax_out["text"], jax_warmup["text"] = _timed(jax_pass["text"])
+      torch_warmup = worker("warmup") if worker else {}
+      for _ in range(repeats):  # Alternate JAX and PyTorch passes.
+        for key in ("image", "text", "files"):
+          out, secs = _timed(jax_pass[key])
+          jax_out.setdefault(key, out)
+          jax_best[key] = min(secs, jax_best.get(key, np.inf))
+          if worker and key != "files":
+            secs = worker("images" if key == "image" else "text")["s"]
+            torch_best[key] = min(secs, torch_best.get(key, np.inf))
+      if worker:
+        worker("save")
+        torch_emb = dict(np.load(os.path.join(work, "torch_emb.npz")))
+        torch_info = worker("info")
+    finally:
+      if worker:
+        worker.close()
   common = {"model": model, "repeats": repeats,
             "load_avg_1min_at_end": os.getloadavg()[0],
             "weights_digest": embedder.identity().rsplit("@", 1)[1],
             "embed_dim": embedder.embed_dim, "image_size": embedder.image_size}
-  for what, n, batch, jax_s, warm_s, key in (
-      ("images (preprocessed pixels)", num_images, image_batch, image_s,
-       image_warmup_s, "image"),
-      ("texts (tokenize + encode)", num_texts, text_batch, text_s,
-       text_warmup_s, "text")):
+  for what, n, batch, key in (
+      ("images (preprocessed pixels)", num_images, image_batch, "image"),
+      ("texts (tokenize + encode)", num_texts, text_batch, "text")):
     record = {**common, "what": what, "n": n, "batch": batch,
-              "jax_s": jax_s, "jax_per_s": n / jax_s,
-              "jax_warmup_s": warm_s}
-    if torch_times:
-      torch_s = torch_times[f"{key}_s"]
-      ours = image_emb if key == "image" else text_emb
+              "jax_s": jax_best[key], "jax_per_s": n / jax_best[key],
+              "jax_warmup_s": jax_warmup[key]}
+    if worker:
       record.update(
-          torch_s=torch_s, torch_per_s=n / torch_s,
-          torch_warmup_s=torch_times[f"{key}_warmup_s"],
-          jax_over_torch=torch_s / jax_s,
+          torch_s=torch_best[key], torch_per_s=n / torch_best[key],
+          torch_warmup_s=torch_warmup[f"{key}_s"],
+          jax_over_torch=torch_best[key] / jax_best[key],
           max_abs_diff_vs_torch=float(
-              np.abs(ours - torch_emb[f"{key}_emb"]).max()),
-          torch_version=torch_times["torch_version"],
-          torch_threads=torch_times["torch_threads"])
+              np.abs(jax_out[key] - torch_emb[f"{key}_emb"]).max()),
+          **torch_info)
     yield record
   yield {**common, "what": "images (JPEG files: decode + preprocess + "
-         "encode)", "n": num_images, "batch": image_batch, "jax_s": files_s,
-         "jax_per_s": num_images / files_s}
+         "encode)", "n": num_images, "batch": image_batch,
+         "jax_s": jax_best["files"],
+         "jax_per_s": num_images / jax_best["files"]}
   if p_shape:
     yield from _p_storage_effect(*p_shape, seed=seed)
