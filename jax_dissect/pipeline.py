@@ -63,6 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.sharding = "auto"  # auto | none | shard_map | pmap.
   c.shard_images = 2048  # Probe images per saved cache shard.
   c.strict = False  # Unreadable probe images: error instead of skip.
+  c.max_images = 0  # Use only the first max_images probe images (0 = all).
   c.num_threads = 0  # Image decoding threads; 0 = min(4, CPUs).
   c.tfds_data_dir = ml_collections.config_dict.placeholder(str)
   c.tfds_manual_dir = ml_collections.config_dict.placeholder(str)
@@ -575,6 +576,10 @@ def describe_neurons(config: ml_collections.ConfigDict) -> Results:
   probe = data_lib.make_probe_set(
       config.d_probe, tfds_data_dir=config.tfds_data_dir,
       tfds_manual_dir=config.tfds_manual_dir, broden_dir=config.broden_dir)
+  if config.max_images < 0:
+    raise ValueError(f"max_images={config.max_images}; must be >= 0 (0 = all)")
+  if config.max_images and config.max_images < len(probe):
+    probe = data_lib.Subset(probe, range(config.max_images))
   probe, skipped = stages.run("probe_scan", lambda: _scan_probe(
       probe, cache, config.strict))
   if not len(probe):

@@ -245,3 +245,15 @@ def test_empty_folder_and_bad_precomputed_p(tmp_path, small_probe,
                    concept_activations=str(tmp_path / "p.npy"))
   with pytest.raises(ValueError, match=r"shape \(3, 6\); expected .*\(24, 6\)"):
     pipeline.describe_neurons(config)
+
+
+def test_max_images_takes_the_first_images(tmp_path, small_probe,
+                                           concepts_file):
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file), max_images=10,
+                   target_layers="layer1")
+  results = pipeline.describe_neurons(config)
+  assert results.image_ids == sorted(os.listdir(small_probe))[:10]
+  config.max_images = -1
+  with pytest.raises(ValueError, match="max_images=-1"):
+    pipeline.describe_neurons(config)
