@@ -46,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.concept_set = "data/20k.txt"
   c.batch_size = 200
   c.pool_mode = "avg"
+  c.token_pool = "cls"  # (B, T, C) token maps (ViTs): "cls" or "mean".
   c.similarity_fn = "soft_wpmi"
   c.result_dir = "results"
   c.activation_dir = "saved_activations"  # The cache directory.
@@ -398,10 +399,13 @@ def _activations(config, cache, probe, layers, stages, num_threads
   if unknown:
     raise act_lib.unknown_layer_error(unknown, list(valid))
   pool = act_lib.canonical_pool(config.pool_mode)
+  token_pool = act_lib.canonical_token_pool(config.token_pool)
+  # Keys of token_pool="cls" runs are those of runs before the option.
+  pool_id = pool if token_pool == "cls" else f"{pool},tokens_{token_pool}"
   model_fp = models.weights_fingerprint(variables)
   probe_fp = probe.fingerprint()
   keys = {l: cache.key("activations", model=config.target_model,
-                       weights=model_fp, layer=l, pool=pool,
+                       weights=model_fp, layer=l, pool=pool_id,
                        transform=spec.transform.identity(), probe=probe_fp)
           for l in layers}
 
@@ -410,9 +414,10 @@ def _activations(config, cache, probe, layers, stages, num_threads
                           spec.transform, num_threads)
     return act_lib.collect_activations(
         module, variables, batches, names, pool=pool,
-        batch_size=config.batch_size, num_images=stop - start)
+        batch_size=config.batch_size, num_images=stop - start,
+        token_pool=token_pool)
 
-  describe = {l: {"model": config.target_model, "layer": l, "pool": pool,
+  describe = {l: {"model": config.target_model, "layer": l, "pool": pool_id,
                   "probe": probe.describe()} for l in layers}
   arrays = stages.run("activations", lambda: _sharded_rows(
       cache, keys, "activations", len(probe), config.shard_images, compute,
