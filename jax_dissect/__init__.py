@@ -11,8 +11,8 @@ See jax_dissect.activations for linen/nnx modules and apply functions.
 
 __version__ = "0.1.0"
 
-_ACTIVATIONS_API = ("list_layers", "capture_pooled", "collect_activations",
-                    "iter_activations", "pool_output")
+_ACTIVATIONS_API = ("list_layers", "capture_pooled", "capture_outputs",
+                    "collect_activations", "iter_activations", "pool_output")
 
 __all__ = list(_ACTIVATIONS_API)
 

@@ -430,6 +430,44 @@ def capture_pooled(module: Module, variables: Any, images: Any,
                         token_pool, apply_fn, apply_kwargs)
 
 
+def capture_outputs(module: Module, variables: Any, images: Any,
+                    layers: Sequence[str], *,
+                    apply_fn: Callable | None = None,
+                    **apply_kwargs) -> dict[str, jax.Array]:
+  """Unpooled outputs of `layers` for one batch (for inspection and tests).
+
+  Compiled on every call; use `capture_pooled` for probe sets.
+
+  Args:
+    module, variables, apply_fn, **apply_kwargs: as `capture_pooled`.
+    images: a batch, (B, H, W, 3) for image models.
+    layers: dotted layer paths (see `list_layers`).
+
+  Returns:
+    {layer: full output array (unwrapped as `layer_array`)}, in the order
+    of `layers`.
+
+  Raises:
+    ValueError: for an unknown layer or a non-capturable output.
+  """
+  layers = tuple(layers)
+  if not layers:
+    raise ValueError("layers is empty; name at least one layer")
+  static, variables = _split(module, variables)
+
+  def capture(v, x):
+    found = _record(static, v, x, frozenset(layers), apply_fn, apply_kwargs)
+    missing = [l for l in layers if l not in found]
+    if missing:
+      valid = list(_list_layers(static, v, x.shape, x.dtype, apply_fn,
+                                apply_kwargs))
+      raise unknown_layer_error(missing, valid)
+    return {l: layer_array(found[l], l) for l in layers}
+
+  outputs = jax.jit(capture)(variables, images)
+  return {l: outputs[l] for l in layers}
+
+
 def _iter_batches(images: Any, batch_size: int) -> Iterator[np.ndarray]:
   if isinstance(images, (np.ndarray, jax.Array)):
     for start in range(0, images.shape[0], batch_size):

@@ -201,6 +201,13 @@ def _model_type(config_file: str) -> str:
 # ViT.
 
 
+def _vit_config(random_config: Mapping[str, Any] | None
+                ) -> transformers.ViTConfig:
+  """ViT-B/16 at 224 pixels with 1000 labels, then `random_config` keys."""
+  return transformers.ViTConfig(**{"num_labels": 1000,
+                                   **dict(random_config or {})})
+
+
 def vit_model(config: transformers.ViTConfig, head: bool | None = None):
   """A transformers Flax ViT without parameters (`_do_init=False`).
 
@@ -229,8 +236,8 @@ def load_vit(weights: str = VIT_B16, seed: int = 0, *,
     weights: hub id or local directory (save_pretrained of a Flax or
       PyTorch ViT), or "random".
     seed: seed of the random weights.
-    random_config: ViTConfig keys for "random" (default: ViTConfig(),
-      i.e. ViT-B/16 at 224 pixels with a 1000-class head).
+    random_config: ViTConfig keys for "random" (default: ViTConfig() with
+      num_labels=1000, i.e. ViT-B/16 at 224 pixels with a 1000-class head).
     head: see `vit_model`; None decides from the config.
     hub_kwargs: revision, cache_dir, local_files_only for the hub.
 
@@ -242,8 +249,8 @@ def load_vit(weights: str = VIT_B16, seed: int = 0, *,
     ValueError: for a config that is not a ViT's.
   """
   if weights == RANDOM_WEIGHTS:
-    config = transformers.ViTConfig(**dict(random_config or {}))
-    model = vit_model(config, True if head is None else head)
+    model = vit_model(_vit_config(random_config),
+                      True if head is None else head)
     return model.module, {"params": random_params(model, seed)}
   config_file, weights_file = fetch_files(weights, hub_kwargs)
   if _model_type(config_file) != "vit":
@@ -278,8 +285,8 @@ def vit_spec(name: str = "vit_b16", default_weights: str = VIT_B16, *,
   loader = functools.partial(load_vit, random_config=random_config,
                              head=head)
   def constructor():
-    config = transformers.ViTConfig(**dict(random_config or {}))
-    return vit_model(config, True if head is None else head).module
+    return vit_model(_vit_config(random_config),
+                     True if head is None else head).module
 
   return registry.ModelSpec(
       name, constructor, default_weights, vit_transform(image_size),
@@ -394,7 +401,7 @@ def clip_vision_spec(name: str = "clip_vision",
 
 def vit_module_random() -> nn.Module:
   """The linen module of ViT-B/16 with a 1000-class head (no weights)."""
-  return vit_model(transformers.ViTConfig(), head=True).module
+  return vit_model(_vit_config(None), head=True).module
 
 
 def _clip_config(random_config: Mapping[str, Any] | None

@@ -100,7 +100,8 @@ def weights_fingerprint(variables: Mapping[str, Any]) -> str:
   activations.
   """
   if hasattr(variables, "to_pure_dict"):  # nnx.State.
-    variables = variables.to_pure_dict()
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    variables = nnx.to_pure_dict(variables)
   digest = hashlib.sha256()
   flat = {tuple(str(k) for k in path): value for path, value in
           traverse_util.flatten_dict(
