@@ -24,8 +24,6 @@ from jax_dissect.models import convert
 from jax_dissect.models import get_model
 from jax_dissect.models import hf
 
-import test_clip  # pylint: disable=g-bad-import-order
-
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = sorted(glob.glob("/work/shared/data/imagenet_sample/*.jpg"))[:2]
@@ -238,6 +236,7 @@ def test_equivalence_with_pytorch_vit(torch_reference):
 
 
 def test_clip_vision_tower(tmp_path, tiny_tokenizer_dir):
+  import test_clip  # pylint: disable=g-import-not-at-top
   embedder = clip.ClipEmbedder.random(test_clip.TINY, seed=3,
                                       tokenizer_dir=tiny_tokenizer_dir)
   module, variables = hf.clip_vision_target(embedder)
@@ -264,6 +263,7 @@ def test_clip_vision_tower(tmp_path, tiny_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer_dir(tmp_path_factory):
+  import test_clip  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   out = tmp_path_factory.mktemp("tok")
   test_clip.write_tiny_tokenizer(out)
