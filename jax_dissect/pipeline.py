@@ -258,7 +258,7 @@ def _sharded_rows(cache: cache_lib.ArrayCache, keys: dict[str, str],
   out = {}
   for name, key in keys.items():
     if cache.has(key):
-      logging.info("cache hit: %s %s", what, name)
+      logging.info("cache hit: %s [%s]", what, name)
       out[name] = cache.load(key)
   todo = [n for n in keys if n not in out]
   if not todo:
@@ -266,11 +266,12 @@ def _sharded_rows(cache: cache_lib.ArrayCache, keys: dict[str, str],
   writers = {n: cache.sharded_writer(keys[n], num_rows, shard_rows)
              for n in todo}
   first = writers[todo[0]]
-  resumed = sum(1 for s in range(first.num_shards)
-                if all(w.has(s) for w in writers.values()))
-  logging.info("computing: %s %s (%d images in %d shard(s)%s)", what,
+  saved = sum(w.has(s) for w in writers.values()
+              for s in range(w.num_shards))
+  logging.info("computing: %s [%s] (%d images in %d shard(s)%s)", what,
                ", ".join(todo), num_rows, first.num_shards,
-               f", {resumed} shard(s) already saved" if resumed else "")
+               f"; resuming: {saved} of {first.num_shards * len(todo)} "
+               "shard files already saved" if saved else "")
   progress = _Progress(what, num_rows)
   for s in range(first.num_shards):
     start, stop = first.shard_range(s)
@@ -387,10 +388,23 @@ def _write_p(cache, key, image_emb, text_emb, dtype, rows=4096) -> None:
     del out
 
 
-def _activations(config, cache, probe, layers, stages, num_threads
-                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+@dataclasses.dataclass
+class _Target:
+  """A loaded target model and the cache keys of its layers' activations."""
+  spec: Any
+  module: Any
+  variables: Any
+  pool: str
+  keys: dict[str, str]
+  token_pool: str = "cls"
+
+
+def _load_target_layers(config, cache, probe, layers, stages) -> _Target:
+  """Loads the target, checks the layer names, makes the cache keys."""
   from jax_dissect import activations as act_lib  # pylint: disable=g-import-not-at-top
   from jax_dissect import models  # pylint: disable=g-import-not-at-top
+  pool = act_lib.canonical_pool(config.pool_mode)
+  token_pool = act_lib.canonical_token_pool(config.token_pool)
   spec, module, variables = stages.run("target_load", lambda: load_target(
       config.target_model, config.target_weights, config.target_seed))
   valid = act_lib.list_layers(
@@ -398,8 +412,6 @@ def _activations(config, cache, probe, layers, stages, num_threads
   unknown = [l for l in layers if l not in valid]
   if unknown:
     raise act_lib.unknown_layer_error(unknown, list(valid))
-  pool = act_lib.canonical_pool(config.pool_mode)
-  token_pool = act_lib.canonical_token_pool(config.token_pool)
   # Keys of token_pool="cls" runs are those of runs before the option.
   pool_id = pool if token_pool == "cls" else f"{pool},tokens_{token_pool}"
   model_fp = models.weights_fingerprint(variables)
@@ -408,21 +420,30 @@ def _activations(config, cache, probe, layers, stages, num_threads
                        weights=model_fp, layer=l, pool=pool_id,
                        transform=spec.transform.identity(), probe=probe_fp)
           for l in layers}
+  return _Target(spec, module, variables, pool, keys, token_pool)
+
+
+def _activations(config, cache, probe, target: _Target, stages, num_threads
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """Pooled activations (N, K) per layer, from the cache or computed."""
+  from jax_dissect import activations as act_lib  # pylint: disable=g-import-not-at-top
 
   def compute(start, stop, names):
     batches = _prefetched(probe, start, stop, config.batch_size,
-                          spec.transform, num_threads)
+                          target.spec.transform, num_threads)
     return act_lib.collect_activations(
-        module, variables, batches, names, pool=pool,
+        target.module, target.variables, batches, names, pool=target.pool,
         batch_size=config.batch_size, num_images=stop - start,
-        token_pool=token_pool)
+        token_pool=target.token_pool)
 
-  describe = {l: {"model": config.target_model, "layer": l, "pool": pool_id,
-                  "probe": probe.describe()} for l in layers}
+  describe = {l: {"model": config.target_model, "layer": l,
+                  "pool": target.pool, "token_pool": target.token_pool,
+                  "probe": probe.describe()}
+              for l in target.keys}
   arrays = stages.run("activations", lambda: _sharded_rows(
-      cache, keys, "activations", len(probe), config.shard_images, compute,
-      describe))
-  return arrays, {l: cache.path(k) for l, k in keys.items()}
+      cache, target.keys, "activations", len(probe), config.shard_images,
+      compute, describe))
+  return arrays, {l: cache.path(k) for l, k in target.keys.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -572,9 +593,11 @@ def describe_neurons(config: ml_collections.ConfigDict) -> Results:
   similarity.plan_kernel(config.similarity_fn, len(probe), 1, len(concepts),
                          **kwargs)
 
+  # The target and its layer names are checked before any long stage.
+  target = _load_target_layers(config, cache, probe, layers, stages)
   p, p_paths, p_key = _concept_activations(config, cache, probe, concept_set,
                                            stages, num_threads)
-  acts, act_paths = _activations(config, cache, probe, layers, stages,
+  acts, act_paths = _activations(config, cache, probe, target, stages,
                                  num_threads)
   p_device = jax.numpy.asarray(np.asarray(p, np.float32))
   layer_results = {}

@@ -63,7 +63,8 @@ def main(argv):
       config[name] = FLAGS[name].value
   try:
     results = pipeline.describe_neurons(config)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError, RuntimeError) as e:
+    # Bad input (unknown names, missing files, unloadable weights): one line.
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,0 +1,247 @@
+"""describe_neurons in process: wiring, cache reuse and invalidation, errors."""
+
+import csv
+import logging as py_logging
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from jax_dissect import pipeline
+
+SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..",
+                                      "shared", "data"))
+SAMPLE = os.path.join(SHARED, "imagenet_sample")
+IMAGENET_LABELS = os.path.join(SHARED, "concepts", "imagenet_labels.txt")
+BPE = os.path.join(SHARED, "clip_bpe", "bpe_simple_vocab_16e6.txt.gz")
+TINY_CLIP = {
+    "projection_dim": 16,
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64,
+                      "num_hidden_layers": 1, "num_attention_heads": 2,
+                      "image_size": 32, "patch_size": 16},
+    "text_config": {"hidden_size": 32, "intermediate_size": 64,
+                    "num_hidden_layers": 1, "num_attention_heads": 2},
+}
+
+
+def _config(tmp_path, **overrides):
+  c = pipeline.default_config()
+  c.target_model = "resnet18_cifar100"  # 32x32 inputs: fast on CPU.
+  c.target_weights = "random"
+  c.target_layers = "layer1,layer4"
+  c.clip_model = "random"
+  c.clip_tokenizer = BPE
+  c.clip_config = TINY_CLIP
+  c.batch_size = 16
+  c.result_dir = str(tmp_path / "results")
+  c.activation_dir = str(tmp_path / "cache")
+  c.similarity_kwargs = {"top_k": 5}
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+@pytest.fixture
+def small_probe(tmp_path):
+  """A folder of 24 of the shared photos (copied to tmp, read from there)."""
+  folder = tmp_path / "probe"
+  folder.mkdir()
+  for name in sorted(os.listdir(SAMPLE))[:24]:
+    shutil.copy(os.path.join(SAMPLE, name), folder / name)
+  return folder
+
+
+@pytest.fixture
+def concepts_file(tmp_path):
+  path = tmp_path / "concepts.txt"
+  path.write_text("dog\ncat\n\ncar\ntree\nwater\ndog\nsky\n", encoding="utf-8")
+  return path
+
+
+class _LogLines(py_logging.Handler):
+
+  def __init__(self):
+    super().__init__(py_logging.INFO)
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def log_lines():
+  handler = _LogLines()
+  logger = py_logging.getLogger("absl")
+  old = logger.level
+  logger.setLevel(py_logging.INFO)
+  logger.addHandler(handler)
+  yield handler.lines
+  logger.removeHandler(handler)
+  logger.setLevel(old)
+
+
+def _computed(lines):
+  return [l[len("computing: "):] for l in lines if l.startswith("computing:")]
+
+
+def _read_csv(path):
+  with open(path, encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def test_one_hot_wiring_labels_are_top_image_classes(tmp_path):
+  """P = one-hot classes of the 1000 photos: label = top photo's class.
+
+  lam=0 (no prior) makes the statement exact: the log-likelihood of
+  soft_wpmi is largest for the class of the rank-0 image, since its weight
+  p_0 is the largest. (With the prior, a class that tops many neurons is
+  discounted, which is the point of PMI.)
+  """
+  p = np.eye(1000, dtype=np.float32)
+  np.save(tmp_path / "p.npy", p)
+  config = _config(tmp_path, d_probe=f"folder:{SAMPLE}",
+                   concept_set=IMAGENET_LABELS, target_layers="conv1,layer4,fc",
+                   concept_activations=str(tmp_path / "p.npy"),
+                   similarity_kwargs={"lam": 0.0}, batch_size=100)
+  results = pipeline.describe_neurons(config)
+  assert results.image_ids[0] == "n01440764_tench.jpg"
+  for layer, res in results.layers.items():
+    for d, top in zip(res.descriptions, res.top_images):
+      assert d.label == results.concepts[top[0]], (layer, d.unit)
+  assert len(results.layers["fc"].descriptions) == 100
+  # The top image ids written out are the probe rows the labels came from.
+  rows = _read_csv(os.path.join(config.result_dir, "descriptions.csv"))
+  assert len(rows) == 64 + 512 + 100
+
+
+def test_cache_reuse_and_invalidation(tmp_path, small_probe, concepts_file,
+                                      log_lines):
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file), shard_images=10)
+  first = pipeline.describe_neurons(config)
+  computed = _computed(log_lines)
+  assert any(c.startswith("CLIP image embeddings") for c in computed)
+  assert any(c.startswith("activations [layer1, layer4]") for c in computed)
+  assert first.concepts == ["dog", "cat", "car", "tree", "water", "sky"]
+
+  log_lines.clear()
+  second = pipeline.describe_neurons(config)
+  assert _computed(log_lines) == []
+  assert sum("cache hit" in l for l in log_lines) == 1 + 1 + 1 + 1 + 2 + 2
+  for layer in first.layers:
+    assert ([d.label for d in first.layers[layer].descriptions] ==
+            [d.label for d in second.layers[layer].descriptions])
+
+  # One concept changed: text embeddings, P and labels are recomputed; image
+  # embeddings and activations are reused.
+  concepts_file.write_text("dog\ncat\ncar\ntree\nwater\nclouds\n",
+                           encoding="utf-8")
+  log_lines.clear()
+  pipeline.describe_neurons(config)
+  computed = _computed(log_lines)
+  assert any(c.startswith("CLIP text embeddings") for c in computed)
+  assert any(c.startswith("concept activations P") for c in computed)
+  assert not any(c.startswith(("CLIP image", "activations")) for c in computed)
+
+  # One image changed: image embeddings and activations are recomputed.
+  victim = sorted(os.listdir(small_probe))[5]
+  img = np.asarray(Image.open(small_probe / victim)).copy()
+  img[:20] = 255 - img[:20]
+  Image.fromarray(img).save(small_probe / victim, format="JPEG")
+  log_lines.clear()
+  pipeline.describe_neurons(config)
+  computed = _computed(log_lines)
+  assert any(c.startswith("CLIP image embeddings") for c in computed)
+  assert any(c.startswith("activations [layer1, layer4]") for c in computed)
+
+
+def test_results_directory_files(tmp_path, small_probe, concepts_file):
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file))
+  results = pipeline.describe_neurons(config)
+  out = results.result_dir
+  for name in ("descriptions.csv", "neurons.jsonl", "config.json",
+               "concepts.txt", "image_ids.txt", "arrays.json"):
+    assert os.path.exists(os.path.join(out, name)), name
+  rows = _read_csv(os.path.join(out, "descriptions.csv"))
+  assert list(rows[0]) == ["layer", "unit", "description", "similarity"]
+  assert len(rows) == 64 + 512
+  assert {r["description"] for r in rows} <= set(results.concepts)
+  assert all(np.isfinite(float(r["similarity"])) for r in rows)
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(out, "neurons.jsonl"), encoding="utf-8") as f:
+    first = json.loads(f.readline())
+  assert len(first["alternatives"]) == 5
+  assert len(first["top_images"]) == 10
+  assert set(first["top_images"]) <= set(results.image_ids)
+  with open(os.path.join(out, "arrays.json"), encoding="utf-8") as f:
+    arrays = json.load(f)
+  a = np.load(arrays["activations"]["layer4"])
+  p = np.load(arrays["concept_activations"])
+  assert a.shape == (24, 512) and p.shape == (24, 6)
+  with open(os.path.join(out, "config.json"), encoding="utf-8") as f:
+    cfg = json.load(f)
+  assert cfg["similarity_fn"] == "soft_wpmi"
+  assert cfg["similarity_kwargs"] == {"top_k": 5}
+  assert "activations" in cfg["timings_s"]
+
+
+def test_unreadable_images_are_skipped_or_fatal(tmp_path, small_probe,
+                                                concepts_file):
+  (small_probe / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file))
+  results = pipeline.describe_neurons(config)
+  assert results.skipped_images == ["broken.jpg"]
+  assert len(results.image_ids) == 24
+  with open(os.path.join(results.result_dir, "skipped_images.txt")) as f:
+    assert f.read().split() == ["broken.jpg"]
+  config.strict = True
+  with pytest.raises(ValueError, match="broken.jpg"):
+    pipeline.describe_neurons(config)
+
+
+def test_top_k_larger_than_probe_is_lowered(tmp_path, small_probe,
+                                            concepts_file, log_lines):
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file), similarity_kwargs={},
+                   target_layers="layer1")
+  results = pipeline.describe_neurons(config)
+  assert any("top_k=100 is larger than the 24 probe images" in l
+             for l in log_lines)
+  assert len(results.layers["layer1"].descriptions) == 64
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("target_model", "resnet19", "unknown model 'resnet19'.*resnet18"),
+    ("target_layers", "layer5", "unknown layer.*'layer5'.*layer4"),
+    ("similarity_fn", "wmpi", "similarity_fn='wmpi'.*soft_wpmi"),
+    ("d_probe", "imgnet_val", "unknown probe data set 'imgnet_val'"),
+    ("concept_set", "/nonexistent/concepts.txt", "nonexistent/concepts.txt"),
+    ("pool_mode", "median", "pool='median'"),
+    ("sharding", "gspmd", "sharding='gspmd'"),
+])
+def test_bad_options(tmp_path, small_probe, concepts_file, field, value,
+                     match):
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file))
+  config[field] = value
+  with pytest.raises((ValueError, FileNotFoundError), match=match):
+    pipeline.describe_neurons(config)
+
+
+def test_empty_folder_and_bad_precomputed_p(tmp_path, small_probe,
+                                            concepts_file):
+  (tmp_path / "empty").mkdir()
+  config = _config(tmp_path, d_probe=f"folder:{tmp_path / 'empty'}",
+                   concept_set=str(concepts_file))
+  with pytest.raises(ValueError, match="holds no images"):
+    pipeline.describe_neurons(config)
+  np.save(tmp_path / "p.npy", np.zeros((3, 6), np.float32))
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file),
+                   concept_activations=str(tmp_path / "p.npy"))
+  with pytest.raises(ValueError, match=r"shape \(3, 6\); expected .*\(24, 6\)"):
+    pipeline.describe_neurons(config)
