@@ -26,7 +26,7 @@ from jax_dissect.models import hf
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PHOTOS = sorted(glob.glob("/work/shared/data/imagenet_sample/*.jpg"))[:2]
+PHOTOS = sorted(glob.glob("/work/shared/data/imagenet_sample/*.jpg"))[:1]
 # A tiny ViT: 4 blocks of width 32 on 32x32 images, patch 8 (17 tokens).
 TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 4,
             "num_attention_heads": 4, "intermediate_size": 37,
@@ -255,10 +255,36 @@ def test_clip_vision_tower(tmp_path, tiny_tokenizer_dir):
   loaded_module, loaded = hf.load_clip_vision(str(tmp_path / "clip"))
   np.testing.assert_allclose(loaded_module.apply(loaded, x),
                              module.apply(variables, x), rtol=1e-6)
+  # A vision-only FlaxCLIPVisionModel directory: no projection.
+  import transformers  # pylint: disable=g-import-not-at-top
+  vision = transformers.FlaxCLIPVisionModel(embedder.config.vision_config,
+                                            _do_init=False)
+  vision.save_pretrained(tmp_path / "vision", params={
+      "vision_model": variables["params"]["vision_model"]})
+  vision_module, vision_vars = hf.load_clip_vision(str(tmp_path / "vision"))
+  layers = activations.list_layers(vision_module, vision_vars, x.shape)
+  assert "visual_projection" not in layers
+  assert layers["vision_model.post_layernorm"] == (2, 32)
+  np.testing.assert_allclose(
+      vision_module.apply(vision_vars, x),
+      vision(np.transpose(x, (0, 3, 1, 2)),
+             params=vision_vars["params"]).pooler_output, rtol=1e-5,
+      atol=1e-6)
+  with pytest.raises(ValueError, match="not a CLIP model"):
+    hf.load_clip_vision(_vit_dir(tmp_path))
   spec = hf.clip_vision_spec(random_config=test_clip.TINY)
   assert spec.input_size == 32 and spec.num_classes == 16
   rand_module, rand_vars = spec.load("random")
   assert rand_module.apply(rand_vars, x).shape == (2, 16)
+
+
+def _vit_dir(tmp_path):
+  """A saved tiny ViT directory (for wrong-model-type errors)."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  model = transformers.FlaxViTModel(transformers.ViTConfig(**TINY_VIT),
+                                    _do_init=False)
+  model.save_pretrained(tmp_path / "vit", params=hf.random_params(model))
+  return str(tmp_path / "vit")
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,6 @@ import flax.serialization
 import flax.traverse_util
 import huggingface_hub
 import jax.numpy as jnp
-import numpy as np
 import safetensors
 import safetensors.numpy
 import transformers
@@ -302,11 +301,13 @@ class ClipVisionTower(nn.Module):
   the visual projection; returns unnormalised image embeddings (B, D).
 
   Parameter names are FlaxCLIPModel's ("vision_model", "visual_projection"),
-  so a CLIP model's parameters plug in unchanged.
+  so a CLIP model's parameters plug in unchanged. With projection_dim=0
+  there is no projection (a vision-only FlaxCLIPVisionModel checkpoint) and
+  the output is the pooled (B, C) CLS state.
 
   Attributes:
     config: the CLIP vision config.
-    projection_dim: D, CLIP's embedding size.
+    projection_dim: D, CLIP's embedding size; 0 for no projection.
     dtype: computation dtype.
   """
   config: transformers.CLIPVisionConfig
@@ -316,14 +317,15 @@ class ClipVisionTower(nn.Module):
   def setup(self):
     self.vision_model = modeling_flax_clip.FlaxCLIPVisionTransformer(
         self.config, dtype=self.dtype)
-    self.visual_projection = nn.Dense(self.projection_dim, use_bias=False,
-                                      dtype=self.dtype)
+    if self.projection_dim:
+      self.visual_projection = nn.Dense(self.projection_dim, use_bias=False,
+                                        dtype=self.dtype)
 
   def __call__(self, pixels: jnp.ndarray,
                deterministic: bool = True) -> jnp.ndarray:
     """(B, S, S, 3) normalised pixels -> (B, D) image embeddings."""
-    outputs = self.vision_model(pixels, deterministic=deterministic)
-    return self.visual_projection(outputs[1])  # pooler_output.
+    pooled = self.vision_model(pixels, deterministic=deterministic)[1]
+    return self.visual_projection(pooled) if self.projection_dim else pooled
 
 
 def clip_vision_target(embedder: clip.ClipEmbedder
@@ -347,8 +349,9 @@ def load_clip_vision(weights: str = clip.DEFAULT_MODEL, seed: int = 0, *,
 
   Args:
     weights: hub id or local directory of a full CLIP model (the ones
-      `ClipEmbedder.from_pretrained` reads; no tokenizer needed), or
-      "random".
+      `ClipEmbedder.from_pretrained` reads; no tokenizer needed) or of a
+      vision-only FlaxCLIPVisionModel / CLIPVisionModel (no projection:
+      its embedding layer is "vision_model.post_layernorm"), or "random".
     seed: seed of the random weights.
     random_config: CLIPConfig keys for "random" (default: ViT-B/16 CLIP,
       i.e. CLIPConfig() with vision patch_size 16).
@@ -368,9 +371,16 @@ def load_clip_vision(weights: str = clip.DEFAULT_MODEL, seed: int = 0, *,
     return (ClipVisionTower(config.vision_config, int(config.projection_dim)),
             {"params": params})
   config_file, weights_file = fetch_files(weights, hub_kwargs)
-  if _model_type(config_file) != "clip":
-    raise ValueError(f"{weights!r} is a {_model_type(config_file)!r} model, "
-                     "not a full CLIP model (config model_type 'clip')")
+  model_type = _model_type(config_file)
+  if model_type == "clip_vision_model":
+    config = transformers.CLIPVisionConfig.from_json_file(config_file)
+    model = transformers.FlaxCLIPVisionModel(config, _do_init=False)
+    return (ClipVisionTower(config, projection_dim=0),
+            {"params": read_params(weights_file, model, weights)})
+  if model_type != "clip":
+    raise ValueError(f"{weights!r} is a {model_type!r} model, not a CLIP "
+                     "model (config model_type 'clip' or "
+                     "'clip_vision_model')")
   config = transformers.CLIPConfig.from_json_file(config_file)
   model = transformers.FlaxCLIPModel(config, _do_init=False)
   params = read_params(weights_file, model, weights)
