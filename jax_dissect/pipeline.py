@@ -46,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.concept_set = "data/20k.txt"
   c.batch_size = 200
   c.pool_mode = "avg"
+  c.token_pool = "cls"  # (B, T, C) token maps (ViTs): "cls" or "mean".
   c.similarity_fn = "soft_wpmi"
   c.result_dir = "results"
   c.activation_dir = "saved_activations"  # The cache directory.
@@ -396,6 +397,7 @@ class _Target:
   variables: Any
   pool: str
   keys: dict[str, str]
+  token_pool: str = "cls"
 
 
 def _load_target_layers(config, cache, probe, layers, stages) -> _Target:
@@ -403,6 +405,7 @@ def _load_target_layers(config, cache, probe, layers, stages) -> _Target:
   from jax_dissect import activations as act_lib  # pylint: disable=g-import-not-at-top
   from jax_dissect import models  # pylint: disable=g-import-not-at-top
   pool = act_lib.canonical_pool(config.pool_mode)
+  token_pool = act_lib.canonical_token_pool(config.token_pool)
   spec, module, variables = stages.run("target_load", lambda: load_target(
       config.target_model, config.target_weights, config.target_seed))
   valid = act_lib.list_layers(
@@ -410,13 +413,15 @@ def _load_target_layers(config, cache, probe, layers, stages) -> _Target:
   unknown = [l for l in layers if l not in valid]
   if unknown:
     raise act_lib.unknown_layer_error(unknown, list(valid))
+  # Keys of token_pool="cls" runs are those of runs before the option.
+  pool_id = pool if token_pool == "cls" else f"{pool},tokens_{token_pool}"
   model_fp = models.weights_fingerprint(variables)
   probe_fp = probe.fingerprint()
   keys = {l: cache.key("activations", model=config.target_model,
-                       weights=model_fp, layer=l, pool=pool,
+                       weights=model_fp, layer=l, pool=pool_id,
                        transform=spec.transform.identity(), probe=probe_fp)
           for l in layers}
-  return _Target(spec, module, variables, pool, keys)
+  return _Target(spec, module, variables, pool, keys, token_pool)
 
 
 def _activations(config, cache, probe, target: _Target, stages, num_threads
@@ -429,10 +434,12 @@ def _activations(config, cache, probe, target: _Target, stages, num_threads
                           target.spec.transform, num_threads)
     return act_lib.collect_activations(
         target.module, target.variables, batches, names, pool=target.pool,
-        batch_size=config.batch_size, num_images=stop - start)
+        batch_size=config.batch_size, num_images=stop - start,
+        token_pool=target.token_pool)
 
   describe = {l: {"model": config.target_model, "layer": l,
-                  "pool": target.pool, "probe": probe.describe()}
+                  "pool": target.pool, "token_pool": target.token_pool,
+                  "probe": probe.describe()}
               for l in target.keys}
   arrays = stages.run("activations", lambda: _sharded_rows(
       cache, target.keys, "activations", len(probe), config.shard_images,

@@ -2,8 +2,10 @@
 
 Both target models (torchvision's ImageNet eval transform) and CLIP
 (CLIPImageProcessor) resize the short side with PIL, center crop and
-normalize; `ImageTransform` describes one such pipeline and turns a PIL image
-into a float32 (crop, crop, 3) NHWC-ready array.
+normalize; Hugging Face's ViTImageProcessor resizes straight to a square
+(the aspect ratio is not kept). `ImageTransform` describes one such
+pipeline and turns a PIL image into a float32 (crop, crop, 3) NHWC-ready
+array.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# ViTImageProcessor's defaults (IMAGENET_STANDARD_MEAN/STD), which
+# google/vit-base-patch16-224's preprocessor_config.json also gives.
+VIT_MEAN = (0.5, 0.5, 0.5)
+VIT_STD = (0.5, 0.5, 0.5)
+RESIZE_MODES = ("short_side", "square")
 
 
 class ImageReadError(ValueError):
@@ -113,15 +120,19 @@ def center_crop(array: np.ndarray, size: int,
 
 @dataclasses.dataclass(frozen=True)
 class ImageTransform:
-  """Resize short side -> center crop -> scale to [0, 1] -> normalize.
+  """Resize -> center crop -> scale to [0, 1] -> normalize.
 
   Attributes:
-    resize: target short side in pixels.
+    resize: target short side in pixels ("short_side"), or side of the
+      square the image is resized to ("square").
     crop: side of the square center crop.
     resample: PIL filter name, one of RESAMPLE.
     mean: per-channel mean (RGB) subtracted after scaling to [0, 1].
     std: per-channel std (RGB) divided after subtracting the mean.
     crop_rounding: "round" (torchvision) or "floor" (transformers).
+    resize_mode: "short_side" keeps the aspect ratio (torchvision, CLIP);
+      "square" resizes to (resize, resize) whatever the aspect ratio, as
+      ViTImageProcessor does.
   """
   resize: int = 256
   crop: int = 224
@@ -129,24 +140,40 @@ class ImageTransform:
   mean: tuple[float, float, float] = IMAGENET_MEAN
   std: tuple[float, float, float] = IMAGENET_STD
   crop_rounding: Literal["round", "floor"] = "round"
+  resize_mode: Literal["short_side", "square"] = "short_side"
 
   def __post_init__(self):
     if self.resample not in RESAMPLE:
       raise ValueError(f"resample={self.resample!r}; allowed: {sorted(RESAMPLE)}")
+    if self.resize_mode not in RESIZE_MODES:
+      raise ValueError(f"resize_mode={self.resize_mode!r}; allowed: "
+                       f"{list(RESIZE_MODES)}")
     if self.crop > self.resize:
       raise ValueError(f"crop={self.crop} is larger than resize={self.resize}")
 
   def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
     """Returns the preprocessed image, float32 of shape (crop, crop, 3)."""
-    img = resize_short_side(to_rgb(image), self.resize, self.resample)
+    img = to_rgb(image)
+    if self.resize_mode == "square":
+      if img.size != (self.resize, self.resize):
+        img = img.resize((self.resize, self.resize), RESAMPLE[self.resample])
+    else:
+      img = resize_short_side(img, self.resize, self.resample)
     arr = center_crop(np.asarray(img), self.crop, self.crop_rounding)
     arr = arr.astype(np.float32) / 255.0
     return (arr - np.asarray(self.mean, np.float32)) / np.asarray(
         self.std, np.float32)
 
   def identity(self) -> str:
-    """A string that determines the transform's output (for cache keys)."""
-    return repr(dataclasses.astuple(self))
+    """A string that determines the transform's output (for cache keys).
+
+    Transforms with the default resize_mode keep the identity they had
+    before the field existed, so existing caches stay valid.
+    """
+    fields = dataclasses.astuple(self)
+    if self.resize_mode == "short_side":
+      fields = fields[:-1]
+    return repr(fields)
 
 
 # torchvision's ImageNet eval transform: Resize(256) bilinear antialias,
@@ -155,6 +182,10 @@ TORCHVISION_IMAGENET_EVAL = ImageTransform()
 # CLIPImageProcessor: shortest_edge 224 bicubic, center crop 224, CLIP mean/std.
 CLIP_EVAL = ImageTransform(resize=224, crop=224, resample="bicubic",
                            mean=CLIP_MEAN, std=CLIP_STD, crop_rounding="floor")
+# ViTImageProcessor as google/vit-base-patch16-224 configures it: resize to
+# 224x224 bilinear (PIL, antialiased), no crop, mean/std 0.5.
+VIT_EVAL = ImageTransform(resize=224, crop=224, resample="bilinear",
+                          mean=VIT_MEAN, std=VIT_STD, resize_mode="square")
 # CIFAR-100 models: 32x32 inputs (CIFAR images pass through unchanged),
 # CIFAR-100 mean/std.
 CIFAR100_EVAL = ImageTransform(resize=32, crop=32, resample="bilinear",

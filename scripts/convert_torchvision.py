@@ -22,8 +22,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jax_dissect import models  # pylint: disable=g-import-not-at-top
 from jax_dissect.models import convert  # pylint: disable=g-import-not-at-top
 
-_MODEL = flags.DEFINE_enum("model", None, models.list_models(),
-                           "Registry name of the target model.")
+# Models with their own loader (Hugging Face ViT, CLIP) are not torchvision
+# ports: they load their weights directly.
+_MODEL = flags.DEFINE_enum(
+    "model", None, [m for m in models.list_models()
+                    if models.get_model(m).loader is None],
+    "Registry name of the target model.")
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "Local .safetensors/.pth/.pt file or hub repo id "
     "(default: the registry's default weights).")

@@ -25,12 +25,14 @@ _DEFAULTS = pipeline.default_config()
 # The reference CLI's flags; each overrides the config value when given.
 _STR_FLAGS = {
     "clip_model": "CLIP model: hub id, local directory, or 'random'.",
-    "target_model": "Target model: registry name or package.module:factory.",
+    "target_model": "Target model: registry name (resnet50, vit_b16, "
+                    "clip_vision, ...) or package.module:factory.",
     "target_layers": "Comma-separated layer paths to dissect.",
     "d_probe": "Probe data set (folder:<dir>, tfds:<name>:<split>, an alias "
                "such as imagenet_val or cifar100_val, or a+b).",
     "concept_set": "Concept set file, one concept per line.",
     "pool_mode": "Spatial pooling of conv maps: avg or max.",
+    "token_pool": "Pooling of (B, T, C) token maps (ViTs): cls or mean.",
     "similarity_fn": "soft_wpmi, wpmi, rank_reorder, cos_similarity or "
                      "cos_similarity_cubed.",
     "result_dir": "Directory the results are written to.",

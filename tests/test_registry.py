@@ -19,8 +19,9 @@ def test_specs():
     assert spec.name == name and spec.num_classes == 1000
     assert spec.transform == preprocess.TORCHVISION_IMAGENET_EVAL
     assert spec.default_weights == f"timm/{name}.tv_in1k"
-  assert models.list_models() == ["resnet18", "resnet18_cifar100",
-                                  "resnet18_places365", "resnet50"]
+  assert models.list_models() == ["clip_vision", "resnet18",
+                                  "resnet18_cifar100", "resnet18_places365",
+                                  "resnet50", "vit_b16"]
 
 
 def test_places365_needs_a_weights_file():

@@ -1,6 +1,6 @@
 """Registry of target models: name -> constructor, weights, preprocessing.
 
-    spec = get_model("resnet18")
+    spec = get_model("resnet18")   # or "vit_b16", "clip_vision", ...
     model, variables = spec.load(weights="random")         # offline smoke runs
     model, variables = spec.load(weights="resnet18.pth")   # local file
     model, variables = spec.load()                         # the hub default
@@ -96,11 +96,16 @@ def weights_fingerprint(variables: Mapping[str, Any]) -> str:
   """A stable SHA-256 hex digest of all variable paths, dtypes, shapes, bytes.
 
   Equal for equal arrays whatever their container (numpy or jax arrays,
-  dict or FrozenDict), so it can key caches of activations.
+  dict, FrozenDict, nnx.State or its pure dict), so it can key caches of
+  activations.
   """
+  if hasattr(variables, "to_pure_dict"):  # nnx.State.
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    variables = nnx.to_pure_dict(variables)
   digest = hashlib.sha256()
-  flat = traverse_util.flatten_dict(
-      jax.tree.map(np.asarray, dict(variables)))
+  flat = {tuple(str(k) for k in path): value for path, value in
+          traverse_util.flatten_dict(
+              jax.tree.map(np.asarray, dict(variables))).items()}
   for path in sorted(flat):
     array = np.ascontiguousarray(flat[path])
     digest.update("/".join(path).encode())
@@ -120,15 +125,21 @@ class ModelSpec:
       whose model.safetensors has torchvision key names, or "" when there
       is no downloadable default (a weights file must then be given).
     transform: the model's eval preprocessing (PIL image -> (S, S, 3)).
-    num_classes: outputs of the classifier.
+    num_classes: outputs of the classifier (0 if unknown or none).
     input_size: side of the square input the transform produces.
+    loader: optional `loader(weights, seed) -> (module, variables)` that
+      replaces the torchvision-state-dict loading of `load` (weights is
+      already resolved: `default_weights` when none are given). Models
+      that are not torchvision ports (Hugging Face models, nnx modules,
+      your own checkpoints) load through it; see models/hf.py.
   """
   name: str
   constructor: Callable[[], nn.Module]
   default_weights: str
   transform: preprocess.ImageTransform
-  num_classes: int
+  num_classes: int = 0
   input_size: int = 224
+  loader: Callable[[str, int], tuple[Any, Any]] | None = None
 
   def build(self) -> nn.Module:
     """Returns a new Flax module (unbound)."""
@@ -166,8 +177,10 @@ class ModelSpec:
       ValueError: if `weights` is none of the above, or does not fit the
         model (unknown/missing keys, wrong shapes).
     """
-    module = self.build()
     weights = self.default_weights if weights is None else os.fspath(weights)
+    if self.loader is not None:
+      return self.loader(weights, seed)
+    module = self.build()
     if not weights:
       raise ValueError(
           f"model {self.name!r} has no downloadable default weights; pass "
@@ -188,6 +201,13 @@ class ModelSpec:
           f"weights={weights!r} is not {RANDOM_WEIGHTS!r}, an existing "
           f"file or directory, or a hub repo id 'owner/name'")
     return module, convert.convert_state_dict(state_dict, target)
+
+
+def _from_hf(function: str, *args, **kwargs) -> Any:
+  """Calls jax_dissect.models.hf.<function>, importing it (and transformers)
+  only when a Hugging Face model is used."""
+  from jax_dissect.models import hf  # pylint: disable=g-import-not-at-top
+  return getattr(hf, function)(*args, **kwargs)
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -214,6 +234,19 @@ MODELS: dict[str, ModelSpec] = {
                                     cifar_stem=True),
                   "edadaltocg/resnet18_cifar100",
                   preprocess.CIFAR100_EVAL, 100, input_size=32),
+        # Hugging Face ViT-B/16 (ImageNet-21k, fine-tuned on ImageNet-1k),
+        # FlaxViTForImageClassification; layers "vit.encoder.layer.{0..11}",
+        # "classifier" (see models/hf.py).
+        ModelSpec("vit_b16",
+                  functools.partial(_from_hf, "vit_module_random"),
+                  "google/vit-base-patch16-224", preprocess.VIT_EVAL, 1000,
+                  loader=functools.partial(_from_hf, "load_vit")),
+        # CLIP ViT-B/16's image tower (the default clip_model's);
+        # "classes" = the 512 embedding dimensions of "visual_projection".
+        ModelSpec("clip_vision",
+                  functools.partial(_from_hf, "clip_vision_module_random"),
+                  "openai/clip-vit-base-patch16", preprocess.CLIP_EVAL, 512,
+                  loader=functools.partial(_from_hf, "load_clip_vision")),
     )
 }
 
