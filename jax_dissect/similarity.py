@@ -243,10 +243,12 @@ def column_sums(x: jax.Array, fn: Callable[[jax.Array], jax.Array] = None
     return acc + fn(jax.lax.dynamic_slice_in_dim(x, i * _COLUMN_BLOCK,
                                                  _COLUMN_BLOCK, 0))
 
+  rest = jnp.sum(fn(x[blocks * _COLUMN_BLOCK:]), axis=0)
+  if not blocks:  # N < _COLUMN_BLOCK: no full block to slice.
+    return rest
   acc = jax.lax.fori_loop(0, blocks, body,
                           jnp.zeros((_COLUMN_BLOCK, m), jnp.float32))
-  rest = fn(x[blocks * _COLUMN_BLOCK:])
-  return jnp.sum(acc, axis=0) + jnp.sum(rest, axis=0)
+  return jnp.sum(acc, axis=0) + rest
 
 
 def _inverse_norms(x: jax.Array, min_norm: float) -> jax.Array:

@@ -420,3 +420,14 @@ print("OK", clip.concept_activations(image, text).shape)
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
   assert "OK (2, 2)" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def test_clip_text_embedder_of_the_analyses(tiny_clip, tmp_path):
+  """text_embed.clip_text_embedder loads a saved model and matches it."""
+  from jax_dissect import text_embed  # pylint: disable=g-import-not-at-top
+  tiny_clip.save_pretrained(tmp_path / "clip")
+  embed = text_embed.clip_text_embedder(str(tmp_path / "clip"),
+                                        local_files_only=True)
+  texts = ["ab cd", "ef", "ab cd"]
+  np.testing.assert_allclose(embed(texts), tiny_clip.embed_texts(texts),
+                             atol=1e-6)

@@ -131,14 +131,16 @@ def test_wpmi_matches_reference(chunk_size):
                              atol=ATOL)
 
 
-def test_cos_similarity_matches_reference():
-  a, p = _random_inputs(80, 6, 15, seed=3)
+@pytest.mark.parametrize("n", [80, 37, 6])  # Full 16-row blocks or not.
+def test_cos_similarity_matches_reference(n):
+  a, p = _random_inputs(n, 6, 15, seed=3)
   np.testing.assert_allclose(similarity.cos_similarity(a, p, chunk_size=4),
                              ref_cos(a, p), rtol=RTOL, atol=ATOL)
 
 
-def test_cos_similarity_cubed_matches_reference():
-  a, p = _random_inputs(80, 6, 15, seed=4)
+@pytest.mark.parametrize("n", [80, 5])
+def test_cos_similarity_cubed_matches_reference(n):
+  a, p = _random_inputs(n, 6, 15, seed=4)
   np.testing.assert_allclose(similarity.cos_similarity_cubed(a, p),
                              ref_cos_cubed(a, p), rtol=RTOL, atol=ATOL)
   np.testing.assert_allclose(
