@@ -32,19 +32,13 @@ os.environ.setdefault("USE_TORCH", "0")  # Before transformers is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import logging
-import flax.serialization
-import flax.traverse_util
-import huggingface_hub
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
-import safetensors
-import safetensors.numpy
 import transformers
-from transformers.modeling_flax_pytorch_utils import (
-    convert_pytorch_state_dict_to_flax)
 
+from jax_dissect import hf_loading
 from jax_dissect import preprocess
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
@@ -146,100 +140,14 @@ def build_clip_tokenizer(bpe_gz_path: str | os.PathLike,
 # Loading.
 
 
-def _looks_like_path(name: str) -> bool:
-  return (name.startswith(("/", ".", "~")) or name.count("/") > 1 or
-          os.sep != "/" and os.sep in name)
-
-
-def _unreachable(err: BaseException | None) -> bool:
-  """True if `err` (or its cause) says the hub could not be reached."""
-  while err is not None:
-    if isinstance(err, (huggingface_hub.errors.OfflineModeIsEnabled,
-                        huggingface_hub.errors.LocalEntryNotFoundError,
-                        ConnectionError)) or (
-                            "couldn't connect" in str(err).lower()):
-      return True
-    err = err.__cause__ or err.__context__
-  return False
-
-
 def _hub_error(name: str, what: str, err: BaseException | None
                ) -> ClipLoadError:
-  if err is None or _unreachable(err):
-    reason = ("the Hugging Face hub cannot be reached (no network, or "
-              "HF_HUB_OFFLINE=1) and it is not in the local cache")
-  else:
-    reason = f"{type(err).__name__}: {err}"
   return ClipLoadError(
-      f"cannot load the CLIP {what} {name!r}: {reason}. Pass a local "
-      f"directory instead: on a machine with network access run "
+      f"cannot load the CLIP {what} {name!r}: {hf_loading.reason(err)}. Pass "
+      f"a local directory instead: on a machine with network access run "
       f"FlaxCLIPModel.from_pretrained({name!r}).save_pretrained(DIR) and "
       f"CLIPTokenizerFast.from_pretrained({name!r}).save_pretrained(DIR), "
       "copy DIR here and use its path as the model name.")
-
-
-def _fetch(name: str, filename: str, hub_kwargs: Mapping[str, Any]
-           ) -> str | None:
-  """Path of `filename` in a local dir or hub repo; None if it has none.
-
-  Raises:
-    huggingface_hub.errors.LocalEntryNotFoundError: offline and not cached.
-    OSError / HfHubHTTPError: other hub failures.
-  """
-  if os.path.isdir(name):
-    path = os.path.join(name, filename)
-    return path if os.path.isfile(path) else None
-  try:
-    return huggingface_hub.hf_hub_download(name, filename, **hub_kwargs)
-  except huggingface_hub.errors.LocalEntryNotFoundError:
-    raise
-  except huggingface_hub.errors.EntryNotFoundError:
-    return None
-
-
-def _pytorch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads model.safetensors or pytorch_model.bin as float32 numpy arrays."""
-  if path.endswith(".safetensors"):
-    return {k: np.asarray(v, np.float32)
-            for k, v in safetensors.numpy.load_file(path).items()}
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ClipLoadError(
-        f"{path!r} holds PyTorch weights, which need torch to read: "
-        "pip install -e '.[torch]' (or save the model with safetensors)"
-        ) from e
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  return {k: v.float().numpy() for k, v in state.items()}
-
-
-def _check_params(name: str, params: Any, shapes: Any) -> Any:
-  """Keeps the model's parameters; errors on missing or misshapen ones."""
-  flat = flax.traverse_util.flatten_dict(params)
-  want = flax.traverse_util.flatten_dict(shapes)
-  missing = sorted("/".join(k) for k in want.keys() - flat.keys())
-  wrong = sorted(f"{'/'.join(k)}: {flat[k].shape} != {want[k].shape}"
-                 for k in want.keys() & flat.keys()
-                 if tuple(flat[k].shape) != tuple(want[k].shape))
-  if missing or wrong:
-    raise ClipLoadError(
-        f"weights of {name!r} do not fit its config: {len(missing)} missing "
-        f"{missing[:5]}, {len(wrong)} misshapen {wrong[:5]}")
-  unused = flat.keys() - want.keys()
-  if unused:
-    logging.warning("%s: %d unused weights, e.g. %s", name, len(unused),
-                    "/".join(sorted(unused)[0]))
-  return flax.traverse_util.unflatten_dict(
-      {k: np.asarray(flat[k], np.float32) for k in want})
-
-
-class _ShapeOnlyModel:
-  """What transformers' PyTorch->Flax converter reads from a model: the
-  parameter tree (only shapes are used) and the base model prefix."""
-
-  def __init__(self, model: Any):
-    self.params = model.params_shape_tree
-    self.base_model_prefix = model.base_model_prefix
 
 
 def _load_model(name: str, hub_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -249,51 +157,12 @@ def _load_model(name: str, hub_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
   Flax layout), else pytorch_model.bin (needs torch), converting PyTorch
   weights with transformers' converter.
   """
-  if not os.path.isdir(name) and _looks_like_path(name):
-    raise ClipLoadError(f"local CLIP directory {name!r} does not exist")
-  unreachable = None
-  try:
-    config_file = _fetch(name, "config.json", hub_kwargs)
-    weights = None
-    for filename in ("flax_model.msgpack", "model.safetensors",
-                     "pytorch_model.bin"):
-      try:
-        weights = _fetch(name, filename, hub_kwargs)
-      except huggingface_hub.errors.LocalEntryNotFoundError as e:
-        unreachable = e  # Offline: the next file may still be cached.
-        continue
-      if weights:
-        break
-  except (OSError, ValueError, huggingface_hub.errors.HfHubHTTPError) as e:
-    raise _hub_error(name, "model", e) from e
-  where = (f"local CLIP directory {name!r}" if os.path.isdir(name) else
-           f"hub repo {name!r}")
-  if config_file is None:
-    raise ClipLoadError(f"{where} has no config.json")
-  if weights is None:
-    if unreachable is not None:
-      raise _hub_error(name, "model", unreachable)
-    raise ClipLoadError(
-        f"{where} has no single-file weights (flax_model.msgpack, "
-        "model.safetensors or pytorch_model.bin)")
+  config_file, weights = hf_loading.fetch_files(
+      name, hub_kwargs, error=ClipLoadError, what="CLIP",
+      hub_error=lambda e: _hub_error(name, "model", e))
   config = transformers.CLIPConfig.from_json_file(config_file)
   model = transformers.FlaxCLIPModel(config, _do_init=False)
-  shapes = model.params_shape_tree
-  fmt = None
-  if weights.endswith(".safetensors"):
-    with safetensors.safe_open(weights, framework="np") as f:
-      fmt = (f.metadata() or {}).get("format")
-  if weights.endswith(".msgpack"):
-    with open(weights, "rb") as f:
-      params = flax.serialization.msgpack_restore(f.read())
-  elif fmt == "flax":
-    params = flax.traverse_util.unflatten_dict(
-        safetensors.numpy.load_file(weights), sep=".")
-  else:
-    logging.info("converting PyTorch weights %s", weights)
-    params = convert_pytorch_state_dict_to_flax(
-        _pytorch_state_dict(weights), _ShapeOnlyModel(model))
-  return model, _check_params(name, params, shapes)
+  return model, hf_loading.read_params(weights, model, name, ClipLoadError)
 
 
 def _load_tokenizer(name: str, **hub_kwargs) -> transformers.CLIPTokenizerFast:
@@ -325,28 +194,6 @@ def _config_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
           raise ValueError(f"unknown {key} key {sub_key!r}; allowed: "
                            f"{sorted(sub_allowed)}")
   return overrides
-
-
-def _random_params(shapes: Any, seed: int) -> Any:
-  """Random CLIP parameters drawn with numpy (much faster than model init).
-
-  Layer-norm scales are 1 and biases 0, logit_scale is log(1/0.07) as in
-  CLIP, every other weight is N(0, 0.02^2); the same seed gives the same
-  parameters.
-  """
-  rng = np.random.default_rng(seed)
-
-  def init(path, leaf):
-    last = str(getattr(path[-1], "key", path[-1]))
-    if last == "scale":
-      return np.ones(leaf.shape, np.float32)
-    if last == "bias":
-      return np.zeros(leaf.shape, np.float32)
-    if last == "logit_scale":
-      return np.full(leaf.shape, np.log(1 / 0.07), np.float32)
-    return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(init, shapes)
 
 
 # ---------------------------------------------------------------------------
@@ -554,7 +401,7 @@ class ClipEmbedder:
         text_config=text, vision_config=overrides.pop("vision_config", {}),
         **overrides)
     model = transformers.FlaxCLIPModel(config, _do_init=False)
-    params = _random_params(model.params_shape_tree, seed)
+    params = hf_loading.random_params(model.params_shape_tree, seed)
     return cls(model, params, tokenizer, f"random-clip(seed={seed})")
 
   def save_pretrained(self, out_dir: str | os.PathLike) -> None:

@@ -6,7 +6,6 @@ package would define them.
 """
 
 import csv
-import os
 
 import flax.linen as nn
 from flax import nnx

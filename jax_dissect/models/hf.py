@@ -43,20 +43,13 @@ from typing import Any, Mapping
 os.environ.setdefault("USE_TORCH", "0")  # Before transformers is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import logging
 import flax.linen as nn
-import flax.serialization
-import flax.traverse_util
-import huggingface_hub
 import jax.numpy as jnp
-import safetensors
-import safetensors.numpy
 import transformers
-from transformers.modeling_flax_pytorch_utils import (
-    convert_pytorch_state_dict_to_flax)
 from transformers.models.clip import modeling_flax_clip
 
 from jax_dissect import clip
+from jax_dissect import hf_loading
 from jax_dissect import preprocess
 from jax_dissect.models import convert
 from jax_dissect.models import registry
@@ -66,8 +59,6 @@ VIT_B16 = "google/vit-base-patch16-224"
 VIT_PROFILE_LAYERS = ("vit.encoder.layer.0", "vit.encoder.layer.3",
                       "vit.encoder.layer.6", "vit.encoder.layer.9",
                       "classifier")
-_WEIGHT_FILES = ("flax_model.msgpack", "model.safetensors",
-                 "pytorch_model.bin")
 
 Variables = dict[str, Any]
 
@@ -76,24 +67,14 @@ Variables = dict[str, Any]
 # Loading any Hugging Face Flax model.
 
 
-def _is_local(name: str) -> bool:
-  return os.path.isdir(name) or name.startswith(("/", ".", "~")) or (
-      name.count("/") > 1)
-
-
-def _load_error(name: str, err: BaseException | None) -> convert.WeightsLoadError:
-  # pylint: disable-next=protected-access
-  if err is None or clip._unreachable(err):
-    reason = ("the Hugging Face hub cannot be reached (no network, or "
-              "HF_HUB_OFFLINE=1) and it is not in the local cache")
-  else:
-    reason = f"{type(err).__name__}: {err}"
+def _load_error(name: str, err: BaseException | None
+                ) -> convert.WeightsLoadError:
   return convert.WeightsLoadError(
-      f"cannot load the Hugging Face model {name!r}: {reason}. Pass a local "
-      f"directory instead: on a machine with network access run "
-      f"<FlaxModelClass>.from_pretrained({name!r}).save_pretrained(DIR) (or "
-      f"huggingface-cli download {name} --local-dir DIR), copy DIR here and "
-      "use its path as the weights")
+      f"cannot load the Hugging Face model {name!r}: "
+      f"{hf_loading.reason(err)}. Pass a local directory instead: on a "
+      f"machine with network access run <FlaxModelClass>.from_pretrained("
+      f"{name!r}).save_pretrained(DIR) (or huggingface-cli download {name} "
+      "--local-dir DIR), copy DIR here and use its path as the weights")
 
 
 def fetch_files(name: str, hub_kwargs: Mapping[str, Any] | None = None
@@ -107,43 +88,9 @@ def fetch_files(name: str, hub_kwargs: Mapping[str, Any] | None = None
     convert.WeightsLoadError: for a missing directory, an unreachable hub
       (with the advice to pass a local directory) or missing files.
   """
-  hub_kwargs = dict(hub_kwargs or {})
-  if _is_local(name) and not os.path.isdir(name):
-    raise convert.WeightsLoadError(f"local model directory {name!r} does "
-                                   "not exist")
-  unreachable = None
-  weights = None
-  try:
-    # pylint: disable-next=protected-access
-    config_file = clip._fetch(name, "config.json", hub_kwargs)
-    for filename in _WEIGHT_FILES:
-      try:
-        weights = clip._fetch(name, filename, hub_kwargs)  # pylint: disable=protected-access
-      except huggingface_hub.errors.LocalEntryNotFoundError as e:
-        unreachable = e
-        continue
-      if weights:
-        break
-  except (OSError, ValueError, huggingface_hub.errors.HfHubHTTPError) as e:
-    raise _load_error(name, e) from e
-  where = (f"local directory {name!r}" if os.path.isdir(name) else
-           f"hub repo {name!r}")
-  if config_file is None:
-    raise convert.WeightsLoadError(f"{where} has no config.json")
-  if weights is None:
-    if unreachable is not None:
-      raise _load_error(name, unreachable)
-    raise convert.WeightsLoadError(
-        f"{where} has no single-file weights ({', '.join(_WEIGHT_FILES)})")
-  return config_file, weights
-
-
-class _ShapeOnly:
-  """What transformers' PyTorch->Flax converter reads from a model."""
-
-  def __init__(self, model: Any):
-    self.params = model.params_shape_tree
-    self.base_model_prefix = model.base_model_prefix
+  return hf_loading.fetch_files(
+      name, dict(hub_kwargs or {}), error=convert.WeightsLoadError,
+      hub_error=lambda e: _load_error(name, e))
 
 
 def read_params(weights: str, model: Any, name: str = "") -> Any:
@@ -158,27 +105,8 @@ def read_params(weights: str, model: Any, name: str = "") -> Any:
   Raises:
     convert.WeightsLoadError: if parameters are missing or misshapen.
   """
-  fmt = None
-  if weights.endswith(".safetensors"):
-    with safetensors.safe_open(weights, framework="np") as f:
-      fmt = (f.metadata() or {}).get("format")
-  try:
-    if weights.endswith(".msgpack"):
-      with open(weights, "rb") as f:
-        params = flax.serialization.msgpack_restore(f.read())
-    elif fmt == "flax":
-      params = flax.traverse_util.unflatten_dict(
-          safetensors.numpy.load_file(weights), sep=".")
-    else:
-      logging.info("converting PyTorch weights %s", weights)
-      # pylint: disable-next=protected-access
-      state = clip._pytorch_state_dict(weights)
-      params = convert_pytorch_state_dict_to_flax(state, _ShapeOnly(model))
-    # pylint: disable-next=protected-access
-    return clip._check_params(name or weights, params,
-                              model.params_shape_tree)
-  except clip.ClipLoadError as e:
-    raise convert.WeightsLoadError(str(e)) from e
+  return hf_loading.read_params(weights, model, name or weights,
+                                convert.WeightsLoadError)
 
 
 def random_params(model: Any, seed: int = 0) -> Any:
@@ -187,8 +115,7 @@ def random_params(model: Any, seed: int = 0) -> Any:
   Layer-norm scales 1, biases 0, other weights N(0, 0.02^2) (as CLIP's
   random models in clip.py).
   """
-  # pylint: disable-next=protected-access
-  return clip._random_params(model.params_shape_tree, seed)
+  return hf_loading.random_params(model.params_shape_tree, seed)
 
 
 def _model_type(config_file: str) -> str:
@@ -365,8 +292,7 @@ def load_clip_vision(weights: str = clip.DEFAULT_MODEL, seed: int = 0, *,
     config = _clip_config(random_config)
     model = transformers.FlaxCLIPModel(config, _do_init=False)
     shapes = model.params_shape_tree
-    # pylint: disable-next=protected-access
-    params = clip._random_params(
+    params = hf_loading.random_params(
         {k: shapes[k] for k in ("vision_model", "visual_projection")}, seed)
     return (ClipVisionTower(config.vision_config, int(config.projection_dim)),
             {"params": params})
