@@ -45,11 +45,12 @@ def _resolve_devices(devices: Sequence[jax.Device] | int | None
 
 
 def _block_scores(plan: similarity.KernelPlan, num_neurons: int,
-                  a_local: jax.Array, p: jax.Array) -> jax.Array:
+                  a_local: jax.Array, p: jax.Array,
+                  key: jax.Array) -> jax.Array:
   """The (K_local, M) block of S of one device; runs inside a mapped axis."""
   k_local = a_local.shape[1]
   offset = jax.lax.axis_index(AXIS) * k_local
-  ctx = plan.prepare(p)
+  ctx = similarity.plan_context(plan, p, key)
   scores = similarity.map_neuron_chunks(
       lambda x, ids: plan.neuron_scores(x, ids, ctx), a_local,
       min(plan.chunk_size, k_local), neuron_offset=offset)
@@ -71,17 +72,18 @@ def _shard_map_fn(plan: similarity.KernelPlan, num_neurons: int,
                        devices=devices)
   body = jax.shard_map(
       functools.partial(_block_scores, plan, num_neurons), mesh=mesh,
-      in_specs=(PartitionSpec(None, AXIS), PartitionSpec()),
+      in_specs=(PartitionSpec(None, AXIS), PartitionSpec(), PartitionSpec()),
       out_specs=PartitionSpec(AXIS, None), check_vma=False)
+  replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(body, in_shardings=(NamedSharding(mesh, PartitionSpec(
-      None, AXIS)), NamedSharding(mesh, PartitionSpec())))
+      None, AXIS)), replicated, replicated))
 
 
 @functools.lru_cache(maxsize=32)
 def _pmap_fn(plan: similarity.KernelPlan, num_neurons: int,
              devices: tuple[jax.Device, ...]) -> Callable[..., Any]:
   return jax.pmap(functools.partial(_block_scores, plan, num_neurons),
-                  axis_name=AXIS, in_axes=(0, None), devices=devices)
+                  axis_name=AXIS, in_axes=(0, None, None), devices=devices)
 
 
 def sharded_similarity(name: str, activations: Any, concept_activations: Any,
@@ -111,13 +113,13 @@ def sharded_similarity(name: str, activations: Any, concept_activations: Any,
   n, k = a.shape
   # The plan is made for the global shapes (same validation and chunk size
   # as a single-device run).
-  plan = similarity._resolve_plan(name, a, p, chunk_size, hyper)  # pylint: disable=protected-access
+  plan, key = similarity._resolve_plan(name, a, p, chunk_size, hyper)  # pylint: disable=protected-access
   d = len(devs)
   k_local = -(-k // d)
   a = jnp.pad(a, ((0, 0), (0, k_local * d - k)))
   if method == "shard_map":
-    out = _shard_map_fn(plan, k, devs)(a, p)
+    out = _shard_map_fn(plan, k, devs)(a, p, key)
   else:
     blocks = a.reshape(n, d, k_local).transpose(1, 0, 2)  # (D, N, K_local)
-    out = _pmap_fn(plan, k, devs)(blocks, p).reshape(d * k_local, -1)
+    out = _pmap_fn(plan, k, devs)(blocks, p, key).reshape(d * k_local, -1)
   return out[:k]

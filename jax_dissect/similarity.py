@@ -359,11 +359,15 @@ class KernelPlan:
       (chunk, M); pure, jit-compatible, independent across neurons.
     lam: weight of the log prior (soft_wpmi, wpmi), or None.
     chunk_size: neurons per chunk.
+    uses_key: the kernel takes a PRNG key; it is passed at run time as
+      ctx = (prepare(P), key), not baked into the plan, so a new key does
+      not recompile.
   """
   prepare: Callable[[jax.Array], Any]
   neuron_scores: Callable[[jax.Array, jax.Array, Any], jax.Array]
   lam: float | None
   chunk_size: int
+  uses_key: bool = False
 
 
 # Live bytes per neuron and concept of _sum_log_factors: the accumulator,
@@ -439,11 +443,19 @@ def _plan_cos_cubed(n, k, m, chunk_size, *, min_norm=1e-3):
       chunk_size=_chunk_size_for(n * 4 * 4, k, chunk_size))
 
 
-def _plan_rank_reorder(n, k, m, chunk_size, *, key=None, top_fraction=0.05,
-                       p=3.0, scale_p=0.5):
+def _check_key(key: Any) -> None:
   if key is None:
     raise ValueError("rank_reorder needs key=jax.random.key(seed) for its "
                      "baseline permutations")
+  if not isinstance(key, jax.Array) or not jnp.issubdtype(
+      key.dtype, jax.dtypes.prng_key):
+    raise ValueError("key must be a jax.random key, e.g. jax.random.key(0); "
+                     f"got {key!r}")
+
+
+def _plan_rank_reorder(n, k, m, chunk_size, *, key=None, top_fraction=0.05,
+                       p=3.0, scale_p=0.5):
+  _check_key(key)
   if not 0.0 < top_fraction <= 1.0:
     raise ValueError(f"top_fraction={top_fraction} must be in (0, 1]")
   top_n = int(math.floor(n * top_fraction))
@@ -452,18 +464,16 @@ def _plan_rank_reorder(n, k, m, chunk_size, *, key=None, top_fraction=0.05,
         f"rank_reorder uses floor(N * top_fraction) = floor({n} * "
         f"{top_fraction}) = {top_n} top images; need at least 2 (more probe "
         "images or a larger top_fraction)")
-  if isinstance(key, (int, np.integer)):
-    raise ValueError("key must be a jax.random key, e.g. jax.random.key(0); "
-                     f"got the int {key}")
   # (chunk, n, M) values, int32 sort order and gathered activations.
   per_neuron = top_n * m * 4 * 4
   return KernelPlan(
       prepare=lambda x: x,
-      neuron_scores=lambda x, ids, pp: _rank_reorder_scores(
-          x, ids, pp, key=key, n=top_n, power=float(p),
+      neuron_scores=lambda x, ids, ctx: _rank_reorder_scores(
+          x, ids, ctx[0], key=ctx[1], n=top_n, power=float(p),
           scale_p=float(scale_p)),
       lam=None,
-      chunk_size=_chunk_size_for(per_neuron, k, chunk_size))
+      chunk_size=_chunk_size_for(per_neuron, k, chunk_size),
+      uses_key=True)
 
 
 _PLANNERS = {
@@ -475,9 +485,16 @@ _PLANNERS = {
 }
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _run_plan(plan: KernelPlan, a: jax.Array, p: jax.Array) -> jax.Array:
+def plan_context(plan: KernelPlan, p: jax.Array, key: jax.Array) -> Any:
+  """The ctx passed to plan.neuron_scores (key added for keyed kernels)."""
   ctx = plan.prepare(p)
+  return (ctx, key) if plan.uses_key else ctx
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _run_plan(plan: KernelPlan, a: jax.Array, p: jax.Array,
+              key: jax.Array) -> jax.Array:
+  ctx = plan_context(plan, p, key)
   scores = map_neuron_chunks(lambda x, ids: plan.neuron_scores(x, ids, ctx),
                              a, plan.chunk_size)
   if plan.lam is not None:
@@ -490,22 +507,32 @@ def _run_plan(plan: KernelPlan, a: jax.Array, p: jax.Array) -> jax.Array:
 _PLAN_CACHE: dict[tuple, KernelPlan] = {}
 
 
+# A key for kernels that take none (jit needs an array in its place).
+_UNUSED_KEY = None
+
+
 def _hyper_key(hyper: dict) -> tuple:
-  items = []
-  for k, v in sorted(hyper.items()):
-    if isinstance(v, jax.Array):  # PRNG keys: hash their raw bits.
-      data = jax.random.key_data(v) if jnp.issubdtype(
-          v.dtype, jax.dtypes.prng_key) else v
-      v = ("array", str(v.dtype), tuple(np.asarray(data).ravel().tolist()))
-    items.append((k, v))
-  return tuple(items)
+  return tuple(sorted((k, v) for k, v in hyper.items() if k != "key"))
 
 
 def _resolve_plan(name: str, a: jax.Array, p: jax.Array,
-                  chunk_size: int | None, hyper: dict) -> KernelPlan:
+                  chunk_size: int | None, hyper: dict
+                  ) -> tuple[KernelPlan, jax.Array]:
+  """The (cached) plan of a call and the PRNG key to run it with.
+
+  The key is not part of the plan (a new key must not recompile), so it is
+  checked on every call.
+  """
+  global _UNUSED_KEY
   n, k = a.shape
   m = p.shape[1]
-  cache_key = (name, n, k, m, chunk_size, _hyper_key(hyper))
+  if name == "rank_reorder":
+    _check_key(hyper.get("key"))
+  try:
+    cache_key = (name, n, k, m, chunk_size, _hyper_key(hyper))
+    hash(cache_key)
+  except TypeError as e:
+    raise ValueError(f"bad hyper-parameters for {name}: {e}") from e
   if cache_key not in _PLAN_CACHE:
     try:
       plan = plan_kernel(name, n, k, m, chunk_size=chunk_size, **hyper)
@@ -514,7 +541,12 @@ def _resolve_plan(name: str, a: jax.Array, p: jax.Array,
     if len(_PLAN_CACHE) >= 64:
       _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
     _PLAN_CACHE[cache_key] = plan
-  return _PLAN_CACHE[cache_key]
+  key = hyper.get("key")
+  if key is None:
+    if _UNUSED_KEY is None:
+      _UNUSED_KEY = jax.random.key(0)
+    key = _UNUSED_KEY
+  return _PLAN_CACHE[cache_key], key
 
 
 def run_similarity(name: str, activations: Any, concept_activations: Any, *,
@@ -532,8 +564,8 @@ def run_similarity(name: str, activations: Any, concept_activations: Any, *,
     (K, M) float32 similarity.
   """
   a, p = validate_inputs(activations, concept_activations)
-  plan = _resolve_plan(name, a, p, chunk_size, hyper)
-  return _run_plan(plan, a, p)
+  plan, key = _resolve_plan(name, a, p, chunk_size, hyper)
+  return _run_plan(plan, a, p, key)
 
 
 # ----------------------------------------------------------------------------

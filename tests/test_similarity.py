@@ -265,3 +265,14 @@ def test_describe_labels_and_alternatives():
   assert out[1].unit == 1 and [c for c, _ in out[1].alternatives] == ["b", "c"]
   with pytest.raises(ValueError, match="4 concept columns but 3"):
     similarity.describe(s, ["a", "b", "c"])
+
+
+def test_new_rank_reorder_key_does_not_recompile():
+  a, p = _random_inputs(100, 4, 7, seed=9)
+  first = similarity.rank_reorder(a, p, key=jax.random.key(1))
+  compiled = similarity._run_plan._cache_size()  # pylint: disable=protected-access
+  second = similarity.rank_reorder(a, p, key=jax.random.key(2))
+  assert similarity._run_plan._cache_size() == compiled  # pylint: disable=protected-access
+  assert not np.allclose(first, second)  # Other baseline permutations.
+  np.testing.assert_array_equal(
+      first, similarity.rank_reorder(a, p, key=jax.random.key(1)))
