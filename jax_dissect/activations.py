@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_dissect import capture_nnx
+from jax_dissect import progress as progress_lib
 
 POOL_MODES = ("avg", "max")
 POOL_ALIASES = {"mean": "avg"}
@@ -526,8 +526,8 @@ def iter_activations(module: Module, variables: Any,
   static, variables = _split(module, variables)
   variables = jax.device_put(variables)  # Once, not once per batch.
   pending = None  # (pooled device arrays, rows) of the previous batch.
-  done, start = 0, time.monotonic()
-  last_log = start
+  progress = progress_lib.Progress("activations (images)", num_images,
+                                   log_every_s)
 
   def fetch(item):
     pooled, rows = item
@@ -547,23 +547,13 @@ def iter_activations(module: Module, variables: Any,
     if pending is not None:
       yield fetch(pending)
     pending = (pooled, rows)
-    done += rows
-    now = time.monotonic()
-    if now - last_log >= log_every_s:
-      last_log = now
-      rate = done / max(now - start, 1e-9)
-      if num_images:
-        logging.info("activations: %d/%d images, %.1f images/s, ETA %.0f s",
-                     done, num_images, rate,
-                     (num_images - done) / max(rate, 1e-9))
-      else:
-        logging.info("activations: %d images, %.1f images/s", done, rate)
+    progress.update(rows)
   if pending is not None:
     yield fetch(pending)
-  elapsed = time.monotonic() - start
+  elapsed = progress.elapsed
   logging.info("activations: %d images of %d layer(s) in %.1f s (%.1f "
-               "images/s)", done, len(layers), elapsed,
-               done / max(elapsed, 1e-9))
+               "images/s)", progress.done, len(layers), elapsed,
+               progress.done / max(elapsed, 1e-9))
 
 
 def collect_activations(module: Module, variables: Any,

@@ -40,6 +40,7 @@ import transformers
 
 from jax_dissect import hf_loading
 from jax_dissect import preprocess
+from jax_dissect import progress as progress_lib
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 # BPE merges CLIP uses: 49152 - 256 - 2 (as OpenAI's simple_tokenizer).
@@ -218,29 +219,6 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
   it = iter(items)
   while chunk := list(itertools.islice(it, size)):
     yield chunk
-
-
-class _Progress:
-  """Logs counts, rate and ETA at most every few seconds."""
-
-  def __init__(self, what: str, total: int | None):
-    self.what, self.total, self.done = what, total, 0
-    self.start = self.last = time.perf_counter()
-
-  def update(self, n: int, final: bool = False) -> None:
-    self.done += n
-    now = time.perf_counter()
-    if not final and now - self.last < _PROGRESS_EVERY_S:
-      return
-    self.last = now
-    rate = self.done / max(now - self.start, 1e-9)
-    if self.total:
-      eta = (self.total - self.done) / max(rate, 1e-9)
-      logging.info("CLIP %s: %d/%d (%.0f%%), %.1f/s, ETA %.0f s", self.what,
-                   self.done, self.total, 100 * self.done / self.total, rate,
-                   eta)
-    else:
-      logging.info("CLIP %s: %d, %.1f/s", self.what, self.done, rate)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -497,7 +475,7 @@ class ClipEmbedder:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     total = _total if _total is not None else (
         len(images) if hasattr(images, "__len__") else None)
-    progress = _Progress("images", total)
+    progress = progress_lib.Progress("CLIP images", total, _PROGRESS_EVERY_S)
     outputs, pending = [], None
     num_threads = num_threads or min(4, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
@@ -573,7 +551,7 @@ class ClipEmbedder:
           "truncated (first: text %d, %r)", len(truncated), len(texts),
           self.max_length, truncated[0], texts[truncated[0]][:80])
     eos = self.tokenizer.eos_token_id
-    progress = _Progress("texts", len(ids))
+    progress = progress_lib.Progress("CLIP texts", len(ids), _PROGRESS_EVERY_S)
     out = np.zeros((len(ids), self.embed_dim), np.float32)
     # Batches of similar length waste little compute on padding.
     order = np.argsort([len(seq) for seq in ids], kind="stable")

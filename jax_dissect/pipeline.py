@@ -27,6 +27,7 @@ import jax_dissect
 from jax_dissect import cache as cache_lib
 from jax_dissect import concepts as concepts_lib
 from jax_dissect import data as data_lib
+from jax_dissect import progress as progress_lib
 from jax_dissect import sharding
 from jax_dissect import similarity
 
@@ -120,24 +121,6 @@ class _Stages:
         time.perf_counter() - t0)
     logging.info("stage %s: done in %.1f s", name, self.timings[name])
     return out
-
-
-class _Progress:
-  """Logs `done/total` with rate and ETA at most every `every_s` seconds."""
-
-  def __init__(self, what: str, total: int, every_s: float = 10.0):
-    self.what, self.total, self.every_s = what, total, every_s
-    self.done, self.t0, self.last = 0, time.monotonic(), 0.0
-
-  def add(self, n: int) -> None:
-    self.done += n
-    now = time.monotonic()
-    if now - self.last >= self.every_s or self.done >= self.total:
-      self.last = now
-      rate = self.done / max(now - self.t0, 1e-9)
-      eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-      logging.info("%s: %d/%d (%.1f/s, ETA %.0f s)", self.what, self.done,
-                   self.total, rate, eta)
 
 
 # ----------------------------------------------------------------------------
@@ -273,7 +256,7 @@ def _sharded_rows(cache: cache_lib.ArrayCache, keys: dict[str, str],
                ", ".join(todo), num_rows, first.num_shards,
                f"; resuming: {saved} of {first.num_shards * len(todo)} "
                "shard files already saved" if saved else "")
-  progress = _Progress(what, num_rows)
+  progress = progress_lib.Progress(what, num_rows)
   for s in range(first.num_shards):
     start, stop = first.shard_range(s)
     names = [n for n in todo if not writers[n].has(s)]
@@ -281,7 +264,7 @@ def _sharded_rows(cache: cache_lib.ArrayCache, keys: dict[str, str],
       rows = compute(start, stop, names)
       for n in names:
         writers[n].save(s, rows[n])
-    progress.add(stop - start)
+    progress.update(stop - start, final=s == first.num_shards - 1)
   for n in todo:
     out[n] = writers[n].finish(describe.get(n))
   return out
