@@ -320,10 +320,3 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
   raise ValueError(f"unknown probe data set {spec!r}; valid: "
                    f"{', '.join(valid)}")
 
-
-def batches(probe: ProbeSet, start: int, stop: int, batch_size: int,
-            transform: Callable[[Image.Image], np.ndarray]):
-  """Yields (B, H, W, 3) float32 batches of images [start, stop)."""
-  for b in range(start, stop, batch_size):
-    yield np.stack([transform(probe.load(i))
-                    for i in range(b, min(b + batch_size, stop))])

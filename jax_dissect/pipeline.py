@@ -435,21 +435,6 @@ def _activations(config, cache, probe, target: _Target, stages, num_threads
 # ----------------------------------------------------------------------------
 
 
-def _similarity_kwargs(config, num_images: int) -> dict[str, Any]:
-  kwargs = dict(config.similarity_kwargs.to_dict())
-  name = config.similarity_fn
-  if name in ("soft_wpmi", "wpmi"):
-    default_top_k = {"soft_wpmi": 100, "wpmi": 28}[name]
-    top_k = kwargs.get("top_k", default_top_k)
-    if top_k > num_images:
-      logging.warning("top_k=%d is larger than the %d probe images; using "
-                      "top_k=%d", top_k, num_images, num_images)
-      kwargs["top_k"] = num_images
-  if name == "rank_reorder":
-    kwargs["key"] = jax.random.key(config.seed)
-  return kwargs
-
-
 def _run_kernel(config, a, p, kwargs) -> jax.Array:
   method = config.sharding
   if method == "auto":
@@ -576,7 +561,9 @@ def describe_neurons(config: ml_collections.ConfigDict) -> Results:
     raise ValueError(f"no readable image in probe set {config.d_probe!r}")
   logging.info("probe set: %s; %d concepts from %s", probe.describe(),
                len(concepts), config.concept_set)
-  kwargs = _similarity_kwargs(config, len(probe))
+  kwargs = similarity.fit_kwargs(config.similarity_fn, len(probe),
+                                 config.similarity_kwargs.to_dict(),
+                                 config.seed)
   # Plan (and so validate) the kernel before any expensive stage.
   similarity.plan_kernel(config.similarity_fn, len(probe), 1, len(concepts),
                          **kwargs)

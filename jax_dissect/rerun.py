@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from absl import logging
 import numpy as np
 
-# Kernels whose result depends on the top activating images only, and their
-# default top_k.
+# Kernels whose result depends on the top activating images only.
 TOP_K_FNS = ("soft_wpmi", "wpmi")
-DEFAULT_TOP_K = {"soft_wpmi": 100, "wpmi": 28}
 
 
 def similarity_fns() -> Mapping[str, Callable[..., Any]]:
@@ -49,18 +46,11 @@ def similarity_matrix(name: str, activations: np.ndarray,
   Returns:
     S, float32 (K, M).
   """
+  from jax_dissect import similarity  # pylint: disable=g-import-not-at-top
   check_similarity_name(name)
   fn = similarity_fns()[name]
-  num_images = np.shape(activations)[0]
-  if name in DEFAULT_TOP_K:
-    top_k = kwargs.get("top_k", DEFAULT_TOP_K[name])
-    if top_k > num_images:  # As describe_neurons does for small probe sets.
-      logging.warning("%s: top_k=%d > %d probe images; using top_k=%d", name,
-                      top_k, num_images, num_images)
-      kwargs["top_k"] = num_images
-  if name == "rank_reorder" and "key" not in kwargs:
-    import jax  # pylint: disable=g-import-not-at-top
-    kwargs["key"] = jax.random.key(seed)
+  # As describe_neurons does: top_k lowered to N, rank_reorder's key.
+  kwargs = similarity.fit_kwargs(name, np.shape(activations)[0], kwargs, seed)
   a = np.asarray(activations, np.float32)
   p = np.asarray(concept_activations, np.float32)
   return np.asarray(fn(a, p, **kwargs), np.float32)

@@ -24,6 +24,7 @@ import functools
 import math
 from typing import Any, Callable, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -701,6 +702,38 @@ SIMILARITY_FNS: dict[str, Callable[..., jax.Array]] = {
     "cos_similarity_cubed": cos_similarity_cubed,
     "rank_reorder": rank_reorder,
 }
+
+
+# Default top_k of the kernels that look at each neuron's top images.
+DEFAULT_TOP_K = {"soft_wpmi": 100, "wpmi": 28}
+
+
+def fit_kwargs(name: str, num_images: int, kwargs: dict[str, Any],
+               seed: int = 0) -> dict[str, Any]:
+  """Hyper-parameters of kernel `name` made ready for N probe images.
+
+  A top_k (given or default) larger than N is lowered to N with a warning,
+  and rank_reorder gets key=jax.random.key(seed) unless a key is given.
+
+  Args:
+    name: a key of SIMILARITY_FNS.
+    num_images: N.
+    kwargs: the hyper-parameters asked for (not modified).
+    seed: seed of rank_reorder's key.
+
+  Returns:
+    A new dict of hyper-parameters.
+  """
+  kwargs = dict(kwargs)
+  if name in DEFAULT_TOP_K:
+    top_k = kwargs.get("top_k", DEFAULT_TOP_K[name])
+    if top_k > num_images:
+      logging.warning("top_k=%d is larger than the %d probe images; using "
+                      "top_k=%d", top_k, num_images, num_images)
+      kwargs["top_k"] = num_images
+  if name == "rank_reorder" and kwargs.get("key") is None:
+    kwargs["key"] = jax.random.key(seed)
+  return kwargs
 
 
 # ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 
 from jax_dissect import clip
 from jax_dissect import preprocess
+from jax_dissect.benchmarks import similarity as similarity_bench
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -118,20 +119,10 @@ class _TorchWorker:
       self.proc.wait(timeout=60)
 
 
-def _soft_wpmi_labels(a: np.ndarray, p: np.ndarray, top_k: int = 100,
-                      chunk: int = 32) -> np.ndarray:
-  """Labels by DESIGN.md's soft_wpmi (a=10, lam=1), numpy, for this
-  measurement only (the library's kernels live in similarity.py)."""
-  top_k = min(top_k, len(a))
-  q = np.exp(10 * (p - p.max(axis=1, keepdims=True)))
-  q /= q.sum(axis=1, keepdims=True)
-  top = np.argsort(-a, axis=0, kind="stable")[:top_k].T  # (K, top_k)
-  weights = 0.998 - np.arange(top_k) / top_k * (0.998 - 0.97)
-  logl = np.concatenate([
-      np.log(1 + weights[None, :, None] * (q[idx] - 1) + 1e-7).sum(axis=1)
-      for idx in np.array_split(top, max(1, len(top) // chunk))])
-  prior = np.logaddexp.reduce(logl, axis=0) - np.log(len(logl))
-  return np.argmax(logl - prior, axis=1)
+def _soft_wpmi_labels(a: np.ndarray, p: np.ndarray) -> np.ndarray:
+  """Labels by soft_wpmi's numpy reference loop (top_k <= N)."""
+  return np.argmax(similarity_bench.numpy_soft_wpmi(
+      a, p.astype(np.float32), top_k=min(100, len(a))), axis=1)
 
 
 def _p_storage_effect(num_images: int, num_concepts: int, num_neurons: int,
