@@ -16,7 +16,7 @@ import abc
 import dataclasses
 import hashlib
 import os
-from typing import Callable, Sequence
+from typing import Sequence
 
 from absl import logging
 import numpy as np
