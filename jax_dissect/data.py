@@ -319,4 +319,3 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
                                   "<spec>+<spec>", "<existing directory>"]
   raise ValueError(f"unknown probe data set {spec!r}; valid: "
                    f"{', '.join(valid)}")
-
