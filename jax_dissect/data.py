@@ -109,14 +109,12 @@ class ImageFolder(ProbeSet):
   `digests` keeping them between runs), so replacing an image changes it.
   """
 
-  def __init__(self, root: str, content_hash: bool = False,
-               fingerprint: str | None = None,
+  def __init__(self, root: str, fingerprint: str = "stat",
                digests: FileDigests | None = None):
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
       raise ValueError(f"image folder {root!r} does not exist or is not a "
                        "directory")
-    fingerprint = fingerprint or ("content" if content_hash else "stat")
     if fingerprint not in FINGERPRINTS:
       raise ValueError(f"probe_fingerprint={fingerprint!r} is not valid; "
                        f"allowed: {', '.join(FINGERPRINTS)}")
