@@ -6,7 +6,8 @@ Usage:
 
 Suites are the modules of jax_dissect/benchmarks/; each yields one record per
 measurement, and every record written here also carries the suite, preset,
-host, device list and a timestamp.
+host, device list, a timestamp and the load average. Wrap a run in
+`flock /tmp/bench.lock ...` on a shared machine so benchmarks never overlap.
 """
 
 import importlib
@@ -55,7 +56,8 @@ def main(argv):
   }
   with open(output, "a", encoding="utf-8") as f:
     for record in suite.run(**suite.PRESETS[_PRESET.value]):
-      record = {**context, **record}
+      # The machine's load when the record was made (1, 5, 15 minutes).
+      record = {**context, "loadavg": os.getloadavg(), **record}
       logging.info("%s", json.dumps(record))
       f.write(json.dumps(record) + "\n")
       f.flush()

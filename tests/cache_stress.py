@@ -37,14 +37,16 @@ from absl import logging
 from jax_dissect import commands
 from jax_dissect import pipeline
 
-commands.setup_environment()  # As the command line: no torch.
-# Imported before forking so that children start at once.
-from jax_dissect import activations  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
-from jax_dissect import clip  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax_dissect import models  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
 
-# transformers and its Flax CLIP, loaded lazily by the library.
-clip.hf_loading.transformers_lib().FlaxCLIPModel  # pylint: disable=pointless-statement
+def _preload() -> None:
+  """Imports, before any fork, what runs import lazily (not JAX's runtime:
+  it is not safe to fork once started)."""
+  commands.setup_environment()  # As the command line: no torch.
+  # pylint: disable=g-import-not-at-top,unused-import
+  from jax_dissect import activations
+  from jax_dissect import hf_loading
+  from jax_dissect import models
+  assert hf_loading.transformers_lib().FlaxCLIPModel  # And its Flax CLIP.
 
 
 def _start(config: dict, result_dir: str, cache_dir: str) -> int:
@@ -134,6 +136,7 @@ def faults(spec: dict) -> None:
 def main() -> None:
   with open(sys.argv[1], encoding="utf-8") as f:
     spec = json.load(f)
+  _preload()
   import jax  # pylint: disable=g-import-not-at-top
   # Set before JAX's runtime starts (it starts in the children).
   jax.config.update("jax_compilation_cache_dir", spec["jax_cache"])

@@ -1,0 +1,116 @@
+"""The cost of the cache's integrity checks on a cached rerun.
+
+1. Fills a cache with one describe_neurons run of a smoke config (a
+   subprocess, one CPU device, as a user's command).
+2. Reruns it from the cache `repeats` times for each of
+   cache_verify=checksum (the default: size, header and CRC-32 of every
+   entry read) and cache_verify=header (size and header only: the checks
+   that cost no read), alternating the two, each a fresh process; records
+   wall times and the load average.
+3. Times verifying every entry of that cache in one process (all CRCs), and
+   the CRC throughput on a larger file, to scale the cost to bigger caches.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterator
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+MODES = ("checksum", "header")
+
+PRESETS = {
+    "smoke": dict(config="configs/resnet18_cifar100.py:smoke", flags=(),
+                  repeats=7, throughput_mb=512),
+    "quick": dict(config="configs/resnet18_cifar100.py:smoke",
+                  flags=("--config.max_images=64",
+                         "--target_layers=layer1,layer4"),
+                  repeats=2, throughput_mb=32),
+}
+
+
+def _describe(config: str, flags: tuple[str, ...], tmp: str,
+              verify: str) -> dict:
+  """One describe_neurons process; its wall time and stage times."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  t0 = time.perf_counter()
+  subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "describe_neurons.py"),
+       f"--config={os.path.join(REPO, config)}", *flags,
+       f"--result_dir={tmp}/results", f"--activation_dir={tmp}/cache",
+       f"--config.cache_verify={verify}"],
+      cwd=REPO, env=env, check=True, capture_output=True)
+  wall = time.perf_counter() - t0
+  with open(f"{tmp}/results/config.json", encoding="utf-8") as f:
+    cfg = json.load(f)
+  return {"wall_s": wall, "stages_s": cfg["timings_s"],
+          "num_images": cfg["num_images"],
+          "num_concepts": cfg["num_concepts"]}
+
+
+def _verify_all(cache_dir: str) -> dict:
+  """Seconds to check every array entry of a cache (CRC included)."""
+  from jax_dissect import cache  # pylint: disable=g-import-not-at-top
+  paths = [p for p in glob.glob(os.path.join(cache_dir, "*", "*.npy"))]
+  for p in paths:
+    cache.forget(p)
+  t0 = time.perf_counter()
+  bad = [p for p in paths if cache.verify(p) is not None]
+  seconds = time.perf_counter() - t0
+  return {"entries": len(paths), "damaged": len(bad),
+          "bytes": sum(os.path.getsize(p) for p in paths),
+          "seconds": seconds}
+
+
+def _throughput(tmp: str, megabytes: int) -> float:
+  """CRC-32 speed of a file in the page cache, GB/s (best of 3)."""
+  from jax_dissect import cache  # pylint: disable=g-import-not-at-top
+  path = os.path.join(tmp, "big.npy")
+  np.save(path, np.random.default_rng(0).random(megabytes << 17))
+  best = float("inf")
+  for _ in range(3):
+    t0 = time.perf_counter()
+    cache.file_checksum(path)
+    best = min(best, time.perf_counter() - t0)
+  return os.path.getsize(path) / best / 1e9
+
+
+def run(config, flags, repeats, throughput_mb) -> Iterator[dict]:
+  """Yields one record per rerun, then the summary and the throughput."""
+  with tempfile.TemporaryDirectory() as tmp:
+    cold = _describe(config, flags, tmp, "checksum")
+    yield {"measure": "cold_run", "config": config, "flags": list(flags),
+           **cold, "loadavg": os.getloadavg()}
+    walls = {m: [] for m in MODES}
+    for i in range(repeats):
+      for mode in (MODES if i % 2 == 0 else MODES[::-1]):
+        rec = _describe(config, flags, tmp, mode)
+        walls[mode].append(rec["wall_s"])
+        yield {"measure": "cached_rerun", "config": config,
+               "flags": list(flags), "cache_verify": mode, "repeat": i,
+               **rec, "loadavg": os.getloadavg()}
+    verify = _verify_all(f"{tmp}/cache")
+    best = {m: min(w) for m, w in walls.items()}
+    median = {m: statistics.median(w) for m, w in walls.items()}
+    yield {"measure": "summary", "config": config, "flags": list(flags),
+           "repeats": repeats, "best_s": best, "median_s": median,
+           "overhead_best_pct": 100 * (best["checksum"] / best["header"] - 1),
+           "overhead_median_pct": 100 * (median["checksum"] /
+                                         median["header"] - 1),
+           "verify_all": verify,
+           "verify_all_pct_of_best_rerun": (
+               100 * verify["seconds"] / best["checksum"]),
+           "loadavg": os.getloadavg()}
+    yield {"measure": "crc32_throughput", "megabytes": throughput_mb,
+           "gb_per_s": _throughput(tmp, throughput_mb),
+           "loadavg": os.getloadavg()}
