@@ -44,6 +44,7 @@ def _preload() -> None:
   commands.setup_environment()  # As the command line: no torch.
   # pylint: disable=g-import-not-at-top,unused-import
   from jax_dissect import activations
+  from jax_dissect import clip
   from jax_dissect import hf_loading
   from jax_dissect import models
   assert hf_loading.transformers_lib().FlaxCLIPModel  # And its Flax CLIP.
