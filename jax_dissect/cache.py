@@ -422,24 +422,15 @@ class ArrayCache:
   def load_json(self, key: str) -> Any | None:
     """A JSON entry's value, or None if there is none or it is damaged."""
     path = self.json_path(key)
-    try:
-      with open(path, "rb") as f:
-        blob = f.read()
-    except FileNotFoundError:
-      return None
-    head, _, body = blob.partition(b"\n")
-    try:
-      header = json.loads(head)
-      value = json.loads(body)
-      ok = (isinstance(header, dict) and header.get("format") == _JSON_HEADER
-            and header.get("sha256") == hashlib.sha256(body).hexdigest())
-    except ValueError:
-      ok = False
-    if ok:
+    found, value = _read_json_entry(path)
+    if found != "damaged":
       return value
-    logging.warning("cache: damaged JSON entry %s (its checksum does not "
-                    "match or it has none); it is recomputed", path)
-    with self.locked(key):
+    with self.locked(key):  # A writer may have been replacing it.
+      found, value = _read_json_entry(path)
+      if found != "damaged":
+        return value
+      logging.warning("cache: damaged JSON entry %s (its checksum does not "
+                      "match or it has none); it is recomputed", path)
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
     return None
@@ -557,6 +548,24 @@ class ArrayCache:
             os.remove(path)
             removed.append(path)
     return removed
+
+
+def _read_json_entry(path: str) -> tuple[str, Any]:
+  """("ok", value), ("missing", None) or ("damaged", None)."""
+  try:
+    with open(path, "rb") as f:
+      blob = f.read()
+  except FileNotFoundError:
+    return "missing", None
+  head, _, body = blob.partition(b"\n")
+  try:
+    header = json.loads(head)
+    if (isinstance(header, dict) and header.get("format") == _JSON_HEADER
+        and header.get("sha256") == hashlib.sha256(body).hexdigest()):
+      return "ok", json.loads(body)
+  except ValueError:
+    pass
+  return "damaged", None
 
 
 def _subdirs(root: str) -> list[str]:
