@@ -15,3 +15,9 @@ def test_verify_all_and_throughput(tmp_path):
   out = suite._verify_all(str(tmp_path / "cache"))  # pylint: disable=protected-access
   assert out["entries"] == 2 and out["damaged"] == 0 and out["bytes"] > 4600
   assert suite._throughput(str(tmp_path), 1) > 0  # pylint: disable=protected-access
+
+
+def test_fingerprint_timings(tmp_path):
+  out = suite._fingerprints(str(tmp_path))  # pylint: disable=protected-access
+  assert out["images"] == 1000
+  assert out["content_rerun_s"] < out["content_first_s"]
