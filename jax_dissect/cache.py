@@ -292,17 +292,22 @@ def file_lock(path: str, what: str = "") -> Iterator[None]:
         lock.fd = None
 
 
-def _is_free(path: str) -> bool:
-  """True if no process holds lock file `path` (tried without waiting)."""
+@contextlib.contextmanager
+def _lock_if_free(path: str) -> Iterator[bool]:
+  """Holds lock file `path` if no one does (without waiting); yields that."""
   try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
   except OSError:
-    return False
+    yield False
+    return
   try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return True
-  except OSError:
-    return False
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      got = True
+    except OSError:
+      got = False
+    yield got
   finally:
     os.close(fd)
 
@@ -537,16 +542,18 @@ class ArrayCache:
         key = f"{kind}/{name.split('.', 1)[0]}"
         if name.endswith(".parts"):
           removed += files.remove_orphans(path)
-          if (os.path.exists(self.path(key)) or not os.listdir(path)) and (
-              _is_free(self.lock_path(key))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+          with _lock_if_free(self.lock_path(key)) as free:
+            if free and (os.path.exists(self.path(key))
+                         or not os.listdir(path)):
+              shutil.rmtree(path, ignore_errors=True)
+              removed.append(path)
         elif name.endswith((CHECK_SUFFIX, ".json")) and not name.endswith(
-            ".entry.json") and not os.path.exists(self.path(key)) and (
-                _is_free(self.lock_path(key))):
-          with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
-            removed.append(path)
+            ".entry.json") and not os.path.exists(self.path(key)):
+          with _lock_if_free(self.lock_path(key)) as free:
+            if free and not os.path.exists(self.path(key)):
+              with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
     return removed
 
 
