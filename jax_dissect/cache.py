@@ -538,6 +538,8 @@ class ArrayCache:
       kind_dir = os.path.join(self.root, kind)
       removed += files.remove_orphans(kind_dir)
       for name in os.listdir(kind_dir):
+        if name.startswith(files.TEMP_PREFIX):
+          continue  # Live writers' (dead ones' went above).
         path = os.path.join(kind_dir, name)
         key = f"{kind}/{name.split('.', 1)[0]}"
         if name.endswith(".parts"):

@@ -31,6 +31,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 
 from absl import logging
 
@@ -60,7 +61,8 @@ def _start(config: dict, result_dir: str, cache_dir: str) -> int:
     pipeline.describe_neurons({**config, "result_dir": result_dir,
                                "activation_dir": cache_dir})
   except BaseException as e:  # pylint: disable=broad-except
-    print(json.dumps({"child_error": f"{type(e).__name__}: {e}"}),
+    print(json.dumps({"child_error": f"{type(e).__name__}: {e}",
+                      "traceback": traceback.format_exc()[-2000:]}),
           file=sys.stderr, flush=True)
     status = 1
   finally:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jax_dissect import cache as cache_lib
+from jax_dissect import files
 
 
 def test_keys_depend_on_every_part(tmp_path):
@@ -274,3 +275,16 @@ def test_second_process_waits_for_the_first_and_reuses_its_entry(tmp_path):
   calls = open(log).read().split("\n")[:-1]
   assert len(calls) == 4, calls  # 4 shards, computed once, by one process.
   assert len({c.split()[0] for c in calls}) == 1
+
+
+def test_opening_a_cache_leaves_live_writers_temporaries(tmp_path):
+  """A second process opening the cache while the first writes a record or
+  a JSON entry keeps the first one's temporary (a race the concurrent-runs
+  test found: the temporary was taken for a record without its entry)."""
+  c = cache_lib.ArrayCache(str(tmp_path))
+  for name in ("x.check.json", "x.json", "x.entry.json", "x.npy"):
+    with files.atomic_path(tmp_path / "labels" / name) as tmp:
+      open(tmp, "w").write("{}")
+      cache_lib.ArrayCache(str(tmp_path))
+      assert os.path.exists(tmp), name
+  del c

@@ -59,11 +59,13 @@ def _stress(tmp_path, run_config, **experiment):
   proc = subprocess.run([sys.executable, RUNNER, str(spec)], cwd=REPO,
                         env=env, capture_output=True, text=True,
                         timeout=900, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  errors = "\n".join(l for l in proc.stderr.splitlines()
+                     if "child_error" in l or "rror" in l)
+  assert proc.returncode == 0, errors[-3000:]
   records = [json.loads(l) for l in proc.stdout.splitlines()
              if l.startswith("{")]
   assert records[0]["run"] == "reference" and records[0]["status"] == 0
-  return records[1:], proc.stderr
+  return records[1:], errors
 
 
 def _results(result_dir):
