@@ -34,7 +34,7 @@ MODES = ("checksum", "header")
 
 PRESETS = {
     "smoke": dict(config="configs/resnet18_cifar100.py:smoke", flags=(),
-                  repeats=7, throughput_mb=512),
+                  repeats=11, throughput_mb=512),
     "quick": dict(config="configs/resnet18_cifar100.py:smoke",
                   flags=("--config.max_images=64",
                          "--target_layers=layer1,layer4"),
