@@ -39,7 +39,7 @@ from jax_dissect import similarity
 
 SHARDING_METHODS = ("auto", "none") + sharding.METHODS
 P_DTYPES = ("float32", "float16", "bfloat16")
-PROBE_FINGERPRINTS = ("stat", "content")
+PROBE_FINGERPRINTS = data_lib.FINGERPRINTS
 # Bumped when the cached labels' JSON layout changes (old entries are then
 # recomputed rather than misread).
 _LABELS_FORMAT = 2
