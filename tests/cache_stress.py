@@ -124,7 +124,8 @@ def faults(spec: dict) -> None:
       time.sleep(0.005)
     if status is None:
       os.kill(pid, signal.SIGKILL)
-      status = _wait(pid)
+      status = _wait(pid)  # May have ended just before the kill.
+    if status == -signal.SIGKILL:
       kills += 1
     else:
       run_s = time.monotonic() - t0

@@ -129,7 +129,8 @@ def test_kill_9_at_random_points_then_resume(tmp_path, run_config):
   records, stderr = _stress(tmp_path, run_config, mode="faults", kills=20,
                             seed=0)
   killed = [r for r in records if r["run"] == "killed"]
-  assert len(killed) == 20 and all(r["status"] == -9 for r in killed)
+  assert len(killed) == 20 and all(r["status"] == -9 for r in killed), (
+      records, stderr[-3000:])
   ended = [r for r in records if r["run"] == "ended"]
   assert all(r["status"] == 0 for r in ended), (ended, stderr[-3000:])
   assert records[-1]["run"] == "final" and records[-1]["status"] == 0, (

@@ -412,3 +412,26 @@ def test_similarity_kwargs_take_every_kernel_key():
       if key != "key":
         assert key in kwargs and kwargs[key] is None, key
         assert kwargs.get_type(key) is type(default), key
+
+
+def test_run_files_follow_the_umask(tmp_path, small_probe, concepts_file):
+  """Under umask 0022 every file a run writes (results and cache, the
+  tokenizer built from the BPE file included) is 0644 and every directory
+  0755, so a group can read a shared results directory or cache."""
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file), target_layers="layer4")
+  old = os.umask(0o022)
+  try:
+    pipeline.describe_neurons(config)
+  finally:
+    os.umask(old)
+  wrong = {}
+  for root in (tmp_path / "results", tmp_path / "cache"):
+    for dirpath, dirnames, filenames in os.walk(root):
+      for name in dirnames + filenames:
+        path = os.path.join(dirpath, name)
+        want = 0o755 if os.path.isdir(path) else 0o644
+        if os.stat(path).st_mode & 0o777 != want:
+          wrong[path] = oct(os.stat(path).st_mode & 0o777)
+  assert os.listdir(tmp_path / "results") and os.listdir(tmp_path / "cache")
+  assert not wrong, wrong
