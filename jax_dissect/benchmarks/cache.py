@@ -7,6 +7,9 @@
    entry read) and cache_verify=header (size and header only: the checks
    that cost no read), alternating the two, each a fresh process; records
    wall times and the load average.
+   With `baseline_repo` (a checkout of the code before the checks, e.g.
+   `git archive main`), its cached reruns (own cache, filled by one cold
+   run of it) alternate with the two modes too: today's cached-rerun time.
 3. Times verifying every entry of that cache in one process (all CRCs), and
    the CRC throughput on a larger file, to scale the cost to bigger caches.
 4. Times probe_fingerprint=content on the ImageNet sample's 1000 photos: the
@@ -43,16 +46,24 @@ PRESETS = {
 
 
 def _describe(config: str, flags: tuple[str, ...], tmp: str,
-              verify: str) -> dict:
-  """One describe_neurons process; its wall time and stage times."""
+              verify: str, baseline_repo: str | None = None) -> dict:
+  """One describe_neurons process; its wall time and stage times.
+
+  verify="baseline" runs `baseline_repo`'s code on its own cache.
+  """
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  repo, cache, extra = REPO, f"{tmp}/cache", [f"--config.cache_verify={verify}"]
+  if verify == "baseline":
+    from configs import shared_data  # pylint: disable=g-import-not-at-top
+    repo, cache, extra = baseline_repo, f"{tmp}/baseline_cache", []
+    env["PYTHONPATH"] = baseline_repo
+    env["JAX_DISSECT_SHARED_DATA"] = shared_data.root()  # The same data.
   t0 = time.perf_counter()
   subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "describe_neurons.py"),
-       f"--config={os.path.join(REPO, config)}", *flags,
-       f"--result_dir={tmp}/results", f"--activation_dir={tmp}/cache",
-       f"--config.cache_verify={verify}"],
-      cwd=REPO, env=env, check=True, capture_output=True)
+      [sys.executable, os.path.join(repo, "scripts", "describe_neurons.py"),
+       f"--config={os.path.join(repo, config)}", *flags,
+       f"--result_dir={tmp}/results", f"--activation_dir={cache}", *extra],
+      cwd=repo, env=env, check=True, capture_output=True)
   wall = time.perf_counter() - t0
   with open(f"{tmp}/results/config.json", encoding="utf-8") as f:
     cfg = json.load(f)
@@ -108,16 +119,20 @@ def _fingerprints(tmp: str) -> dict:
   return out
 
 
-def run(config, flags, repeats, throughput_mb) -> Iterator[dict]:
+def run(config, flags, repeats, throughput_mb, baseline_repo=None
+        ) -> Iterator[dict]:
   """Yields one record per rerun, then the summary and the throughput."""
+  modes = MODES + (("baseline",) if baseline_repo else ())
   with tempfile.TemporaryDirectory() as tmp:
-    cold = _describe(config, flags, tmp, "checksum")
-    yield {"measure": "cold_run", "config": config, "flags": list(flags),
-           **cold, "loadavg": os.getloadavg()}
-    walls = {m: [] for m in MODES}
+    for mode in ("checksum", "baseline")[:1 + bool(baseline_repo)]:
+      cold = _describe(config, flags, tmp, mode, baseline_repo)
+      yield {"measure": "cold_run", "config": config, "flags": list(flags),
+             "cache_verify": mode, "baseline_repo": baseline_repo, **cold,
+             "loadavg": os.getloadavg()}
+    walls = {m: [] for m in modes}
     for i in range(repeats):
-      for mode in (MODES if i % 2 == 0 else MODES[::-1]):
-        rec = _describe(config, flags, tmp, mode)
+      for mode in (modes if i % 2 == 0 else modes[::-1]):
+        rec = _describe(config, flags, tmp, mode, baseline_repo)
         walls[mode].append(rec["wall_s"])
         yield {"measure": "cached_rerun", "config": config,
                "flags": list(flags), "cache_verify": mode, "repeat": i,
@@ -130,6 +145,12 @@ def run(config, flags, repeats, throughput_mb) -> Iterator[dict]:
            "overhead_best_pct": 100 * (best["checksum"] / best["header"] - 1),
            "overhead_median_pct": 100 * (median["checksum"] /
                                          median["header"] - 1),
+           **({"baseline_repo": baseline_repo,
+               "overhead_vs_baseline_best_pct": {
+                   m: 100 * (best[m] / best["baseline"] - 1) for m in MODES},
+               "overhead_vs_baseline_median_pct": {
+                   m: 100 * (median[m] / median["baseline"] - 1)
+                   for m in MODES}} if baseline_repo else {}),
            "verify_all": verify,
            "verify_all_pct_of_best_rerun": (
                100 * verify["seconds"] / best["checksum"]),
