@@ -435,3 +435,44 @@ def test_run_files_follow_the_umask(tmp_path, small_probe, concepts_file):
           wrong[path] = oct(os.stat(path).st_mode & 0o777)
   assert os.listdir(tmp_path / "results") and os.listdir(tmp_path / "cache")
   assert not wrong, wrong
+
+
+def test_damaged_shard_on_resume_is_recomputed(
+    tmp_path, small_probe, concepts_file, log_lines, monkeypatch):
+  """A run killed after two activation shards, one of which is then
+  truncated: the resumed run logs the shard's path, recomputes it and ends
+  with the labels of an uninterrupted run."""
+  from jax_dissect import cache as cache_lib  # pylint: disable=g-import-not-at-top
+  config = _config(tmp_path, d_probe=f"folder:{small_probe}",
+                   concept_set=str(concepts_file), shard_images=8,
+                   target_layers="layer4")
+  whole = pipeline.describe_neurons(_config(
+      tmp_path, d_probe=f"folder:{small_probe}",
+      concept_set=str(concepts_file), shard_images=8, target_layers="layer4",
+      activation_dir=str(tmp_path / "other_cache"),
+      result_dir=str(tmp_path / "whole")))
+
+  class Killed(Exception):
+    pass
+
+  save = cache_lib.ShardedWriter.save
+
+  def killed_at_third_shard(self, shard, rows):
+    if self.key.startswith("activations/") and shard == 2:
+      raise Killed
+    save(self, shard, rows)
+
+  monkeypatch.setattr(cache_lib.ShardedWriter, "save", killed_at_third_shard)
+  with pytest.raises(Killed):
+    pipeline.describe_neurons(config)
+  monkeypatch.setattr(cache_lib.ShardedWriter, "save", save)
+  parts = sorted(glob.glob(str(tmp_path / "cache" / "activations" / "*.parts"
+                               / "000001.npy")))
+  assert len(parts) == 1
+  with open(parts[0], "r+b") as f:
+    f.truncate(os.path.getsize(parts[0]) - 40)
+  log_lines.clear()
+  resumed = pipeline.describe_neurons(config)
+  assert any(parts[0] in l and "damaged shard" in l for l in log_lines), (
+      log_lines)
+  assert resumed.neurons == whole.neurons
