@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from absl import logging
 import numpy as np
@@ -52,6 +52,40 @@ def array_fingerprint(x: np.ndarray) -> str:
   h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
   h.update(memoryview(x).cast("B"))
   return h.hexdigest()
+
+
+class Processes(Protocol):
+  """What `ArrayCache.rows` needs of the processes sharing a computation
+  (jax_dissect.distributed.Processes; a single process by default)."""
+  index: int
+  count: int
+
+  def barrier(self, name: str) -> None:
+    ...
+
+  def agree(self, flags: Sequence[bool]) -> list[bool]:
+    ...
+
+
+class _OneProcess:
+  index, count = 0, 1
+
+  def barrier(self, name: str) -> None:
+    del name
+
+  def agree(self, flags: Sequence[bool]) -> list[bool]:
+    return list(flags)
+
+
+def process_shards(num_shards: int, processes: Processes) -> range:
+  """The shards one process computes: a contiguous block of the grid.
+
+  The shard grid (`shard_rows` rows each) is the same for any number of
+  processes, so a cache left by a run of n processes is resumed by a run
+  of any number.
+  """
+  return range(num_shards * processes.index // processes.count,
+               num_shards * (processes.index + 1) // processes.count)
 
 
 class ArrayCache:
@@ -108,13 +142,20 @@ class ArrayCache:
   def rows(self, keys: dict[str, str], what: str, num_rows: int,
            shard_rows: int,
            compute: Callable[[int, int, list[str]], dict[str, np.ndarray]],
-           describe: dict[str, dict] | None = None) -> dict[str, np.ndarray]:
+           describe: dict[str, dict] | None = None,
+           processes: Processes | None = None) -> dict[str, np.ndarray]:
     """Arrays {name: (num_rows, ...)} from the cache, or computed in shards.
 
     Entries already in the cache are loaded ("cache hit" in the log). The
     others are computed `shard_rows` rows at a time, each shard saved as it
     finishes, so an interrupted call resumes at the first missing shard
     ("resuming" in the log); then the shards are joined into the entries.
+
+    With several processes (the cache on a file system they all see), each
+    computes its own block of shards (`process_shards`); process 0 joins
+    them once every process has saved its own, and every process returns
+    the joined entries. All processes take process 0's view of which
+    entries exist.
 
     Args:
       keys: {name: cache key} of the arrays.
@@ -124,14 +165,17 @@ class ArrayCache:
       compute: (start, stop, names) -> {name: rows [start, stop)} for the
         names whose shard is missing.
       describe: {name: metadata saved beside the entry}.
+      processes: the processes sharing the work (default: this one only).
 
     Returns:
       {name: array (memory-mapped from the cache)}.
     """
     describe = describe or {}
+    processes = processes or _OneProcess()
     out = {}
-    for name, key in keys.items():
-      if self.has(key):
+    hits = processes.agree([self.has(key) for key in keys.values()])
+    for (name, key), hit in zip(keys.items(), hits):
+      if hit:
         logging.info("cache hit: %s [%s]", what, name)
         out[name] = self.load(key)
     todo = [n for n in keys if n not in out]
@@ -146,18 +190,33 @@ class ArrayCache:
                  ", ".join(todo), num_rows, first.num_shards,
                  f"; resuming: {saved} of {first.num_shards * len(todo)} "
                  "shard files already saved" if saved else "")
-    progress = progress_lib.Progress(what, num_rows)
-    for s in range(first.num_shards):
+    mine = process_shards(first.num_shards, processes)
+    progress = progress_lib.Progress(what, sum(
+        stop - start for start, stop in map(first.shard_range, mine)))
+    for s in mine:
       start, stop = first.shard_range(s)
       names = [n for n in todo if not writers[n].has(s)]
       if names:
         rows = compute(start, stop, names)
         for n in names:
           writers[n].save(s, rows[n])
-      progress.update(stop - start, final=s == first.num_shards - 1)
-    for n in todo:
-      out[n] = writers[n].finish(describe.get(n))
+      progress.update(stop - start, final=s == mine[-1])
+    out.update(self._join(keys, todo, writers, describe, processes, what))
     return out
+
+  def _join(self, keys: dict[str, str], todo: list[str],
+            writers: dict[str, "ShardedWriter"], describe: dict[str, dict],
+            processes: Processes, what: str) -> dict[str, np.ndarray]:
+    """Joins the shards of `todo` (process 0, once every process saved its
+    own) and returns the entries."""
+    if processes.count == 1:
+      return {n: writers[n].finish(describe.get(n)) for n in todo}
+    processes.barrier(f"{what}: shards saved")
+    if processes.index == 0:
+      for n in todo:
+        writers[n].finish(describe.get(n))
+    processes.barrier(f"{what}: shards joined")
+    return {n: self.load(keys[n]) for n in todo}
 
   def sharded_writer(self, key: str, num_rows: int,
                      shard_rows: int) -> "ShardedWriter":

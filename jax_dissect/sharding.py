@@ -10,6 +10,12 @@ similarity.compute is the way to run a kernel; it calls `run_plan` here when
 it is given several devices. Two equivalent paths:
   method="shard_map": jit + Mesh + jax.shard_map (what JAX recommends).
   method="pmap": jax.pmap, the design card's compatibility option.
+
+The devices may belong to several processes (a multi-process run under
+jax.distributed, method "shard_map"): every process then calls `run_plan`
+with the same A and P; each puts only its own devices' blocks on them
+(A and P become global arrays over the mesh of all processes' devices),
+and every process gets the whole S back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 from typing import Any, Callable, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
@@ -68,19 +75,56 @@ def _block_scores(plan: similarity.KernelPlan, num_neurons: int,
   return scores - plan.lam * prior
 
 
-@functools.lru_cache(maxsize=32)
-def _shard_map_fn(plan: similarity.KernelPlan, num_neurons: int,
-                  devices: tuple[jax.Device, ...]) -> Callable[..., Any]:
-  mesh = jax.make_mesh((len(devices),), (AXIS,),
+def _mesh(devices: tuple[jax.Device, ...]) -> jax.sharding.Mesh:
+  return jax.make_mesh((len(devices),), (AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices)
+
+
+@functools.lru_cache(maxsize=32)
+def _shard_map_fn(plan: similarity.KernelPlan, num_neurons: int,
+                  devices: tuple[jax.Device, ...], key_impl: Any = None
+                  ) -> Callable[..., Any]:
+  """The jitted kernel over the mesh of `devices`; with `key_impl` it
+  takes the key as raw key data (global arrays cannot hold typed keys)."""
+  mesh = _mesh(devices)
+
+  def block(a, p, key):
+    if key_impl is not None:
+      key = jax.random.wrap_key_data(key, impl=key_impl)
+    return _block_scores(plan, num_neurons, a, p, key)
+
   body = jax.shard_map(
-      functools.partial(_block_scores, plan, num_neurons), mesh=mesh,
+      block, mesh=mesh,
       in_specs=(PartitionSpec(None, AXIS), PartitionSpec(), PartitionSpec()),
       out_specs=PartitionSpec(AXIS, None), check_vma=False)
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(body, in_shardings=(NamedSharding(mesh, PartitionSpec(
       None, AXIS)), replicated, replicated))
+
+
+def _is_multi_process(devices: Sequence[jax.Device]) -> bool:
+  return any(d.process_index != jax.process_index() for d in devices)
+
+
+def _global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array of host value `x` (the same on every process); each
+  process copies only its own devices' blocks."""
+  return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+
+def _run_global(plan: similarity.KernelPlan, a: np.ndarray, p: np.ndarray,
+                key: jax.Array, num_neurons: int,
+                devices: tuple[jax.Device, ...]) -> np.ndarray:
+  """The shard_map kernel on devices of several processes; S on every
+  process (gathered from the devices' blocks)."""
+  mesh = _mesh(devices)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  fn = _shard_map_fn(plan, num_neurons, devices, jax.random.key_impl(key))
+  out = fn(_global(a, NamedSharding(mesh, PartitionSpec(None, AXIS))),
+           _global(p, replicated),
+           _global(np.asarray(jax.random.key_data(key)), replicated))
+  return multihost_utils.process_allgather(out, tiled=True)
 
 
 @functools.lru_cache(maxsize=32)
@@ -105,11 +149,13 @@ def run_plan(plan: similarity.KernelPlan, activations: jax.Array,
     activations: A, (N, K) float32.
     concept_activations: P, (N, M) float32.
     key: the kernel's PRNG key (a dummy one for kernels without).
-    devices: the devices.
+    devices: the devices; with devices of several processes every process
+      calls this with the same arguments (method "shard_map" only).
     method: "shard_map" (jit + Mesh) or "pmap".
 
   Returns:
-    (K, M) float32 similarity, equal to the single-device result.
+    (K, M) float32 similarity, equal to the single-device result (on every
+    process).
   """
   if method not in METHODS:
     raise ValueError(f"method={method!r}; allowed: {', '.join(METHODS)}")
@@ -117,6 +163,13 @@ def run_plan(plan: similarity.KernelPlan, activations: jax.Array,
   n, k = activations.shape
   d = len(devs)
   k_local = -(-k // d)
+  if _is_multi_process(devs):
+    if method != "shard_map":
+      raise ValueError(f"method={method!r} runs on one process's devices; "
+                       "use shard_map for the devices of several processes")
+    a = np.pad(np.asarray(activations), ((0, 0), (0, k_local * d - k)))
+    out = _run_global(plan, a, np.asarray(concept_activations), key, k, devs)
+    return jnp.asarray(out[:k])
   a = jnp.pad(activations, ((0, 0), (0, k_local * d - k)))
   if method == "shard_map":
     out = _shard_map_fn(plan, k, devs)(a, concept_activations, key)
