@@ -162,8 +162,8 @@ def main(argv):
     _fail(str(e), 2, False)
   if args is not None and not launch.in_child():
     # The work runs in a child, so a runtime abort ends in one line.
-    sys.exit(launch.run_child("describe", _ARGS, FLAGS.process_id,
-                              FLAGS.num_processes))
+    sys.exit(launch.run_child(launch.command_argv("describe", _ARGS),
+                              FLAGS.process_id, FLAGS.num_processes))
   config = config_from_flags()
   try:
     if args is not None:

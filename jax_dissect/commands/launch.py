@@ -49,9 +49,14 @@ def lost_peer_message(process_id: int | None, num_processes: int | None
           "start every process again to resume")
 
 
-def run_child(command: str, args: list[str], process_id: int | None,
+def command_argv(command: str, args: list[str]) -> list[str]:
+  """`python -m jax_dissect <command> <args>` with this interpreter."""
+  return [sys.executable, "-m", "jax_dissect", command, *args]
+
+
+def run_child(argv: list[str], process_id: int | None,
               num_processes: int | None) -> int:
-  """Runs `python -m jax_dissect <command> <args>` as a child; its exit code.
+  """Runs `argv` (e.g. `command_argv(...)`) as a child; its exit code.
 
   The child's stdout passes through; its stderr too, but for the runtime's
   abort dump, replaced by one `error:` line (exit code 1).
@@ -63,8 +68,7 @@ def run_child(command: str, args: list[str], process_id: int | None,
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (package_root, env.get("PYTHONPATH")) if p)
   proc = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
-      [sys.executable, "-m", "jax_dissect", command, *args], env=env,
-      stderr=subprocess.PIPE, text=True, errors="replace",
+      argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
       preexec_fn=_die_with_parent)
   forward = lambda signum, frame: proc.send_signal(signum)
   old = {s: signal.signal(s, forward) for s in (signal.SIGTERM,

@@ -1,0 +1,71 @@
+"""commands/launch.py: the child of a multi-process command and its abort."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jax_dissect.commands import launch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What JAX's runtime prints when it aborts a process whose peer died.
+_ABORT = textwrap.dedent("""\
+    import os, sys
+    print("I1123 log line before", file=sys.stderr, flush=True)
+    print("F1123 22:56:53.685617   29538 client.h:80] Terminating process "
+          "because the JAX distributed service detected fatal errors.",
+          file=sys.stderr)
+    print("*** Check failure stack trace: ***", file=sys.stderr)
+    print("    @     0x7fab6ca40634  absl::LogMessage::SendToLog()",
+          file=sys.stderr, flush=True)
+    os.abort()
+""")
+
+
+def _run(code, capfd):
+  rc = launch.run_child([sys.executable, "-c", code], 1, 2)
+  return rc, capfd.readouterr().err
+
+
+def test_runtime_abort_becomes_one_line(capfd):
+  rc, err = _run(_ABORT, capfd)
+  assert rc == 1
+  assert "I1123 log line before" in err
+  assert "Check failure" not in err and "0x7fab" not in err
+  errors = [l for l in err.splitlines() if l.startswith("error:")]
+  assert errors == [launch.lost_peer_message(1, 2)]
+  assert "process 1 of 2 lost contact" in errors[0]
+
+
+@pytest.mark.parametrize("code,rc", [("import sys; sys.exit(0)", 0),
+                                     ("import sys; sys.exit(3)", 3)])
+def test_exit_codes_pass_through(capfd, code, rc):
+  assert _run(code, capfd)[0] == rc
+
+
+def test_child_killed_by_a_signal(capfd):
+  rc, err = _run("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                 capfd)
+  assert rc == 1 and "stopped by signal 9" in err
+
+
+def test_child_knows_it_is_the_child(capfd):
+  rc, _ = _run("from jax_dissect.commands import launch; import sys; "
+               "sys.exit(0 if launch.in_child() else 5)", capfd)
+  assert rc == 0
+  assert not launch.in_child()
+
+
+def test_bad_process_flags_are_one_line(tmp_path):
+  script = launch.command_argv("describe", [
+      "--num_processes=2", f"--result_dir={tmp_path}"])
+  done = subprocess.run(script, cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: --coordinator_address, --process_id missing: a multi-process "
+      "run needs --coordinator_address, --num_processes and --process_id (or "
+      "--distributed where JAX finds them)")
