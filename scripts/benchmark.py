@@ -6,7 +6,8 @@ Usage:
 
 Suites are the modules of jax_dissect/benchmarks/; each yields one record per
 measurement, and every record written here also carries the suite, preset,
-host, device list and a timestamp.
+host, device list, a timestamp and the 1-minute load average (when the
+suite did not record its own).
 """
 
 import importlib
@@ -55,7 +56,7 @@ def main(argv):
   }
   with open(output, "a", encoding="utf-8") as f:
     for record in suite.run(**suite.PRESETS[_PRESET.value]):
-      record = {**context, **record}
+      record = {**context, "load_avg_1min": os.getloadavg()[0], **record}
       logging.info("%s", json.dumps(record))
       f.write(json.dumps(record) + "\n")
       f.flush()
