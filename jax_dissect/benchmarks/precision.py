@@ -27,7 +27,8 @@ PRESETS = {
 }
 
 
-def _config(spec: str, max_images: int, dtype: str, tmp: str):
+def _config(spec: str, max_images: int, dtype: str, tmp: str,
+            overrides: dict | None):
   import importlib  # pylint: disable=g-import-not-at-top
   module, arg = spec.split(":")
   config = importlib.import_module(f"configs.{module}").get_config(arg)
@@ -36,6 +37,7 @@ def _config(spec: str, max_images: int, dtype: str, tmp: str):
   config.compute_dtype = dtype
   config.result_dir = os.path.join(tmp, f"{module}-{dtype}")
   config.activation_dir = os.path.join(tmp, "cache")
+  config.update(overrides or {})
   return config
 
 
@@ -87,19 +89,26 @@ def _compare(ref, run) -> dict:
   return out
 
 
-def run(configs, max_images, dtypes) -> Iterator[dict]:
-  """Yields one record per (config, half-precision dtype)."""
+def run(configs, max_images, dtypes, overrides=None) -> Iterator[dict]:
+  """Yields one record per (config, half-precision dtype).
+
+  Args:
+    configs: "module:arg" of configs/ (e.g. "resnet18_cifar100:smoke").
+    max_images: probe images (0: all of the config's probe set).
+    dtypes: the half-precision compute dtypes to compare with float32.
+    overrides: config values to change in every run.
+  """
   from jax_dissect import pipeline  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:
     for spec in configs:
       t0 = time.perf_counter()
       ref = pipeline.describe_neurons(_config(spec, max_images, "float32",
-                                              tmp))
+                                              tmp, overrides))
       seconds = {"float32": time.perf_counter() - t0}
       for dtype in dtypes:
         t0 = time.perf_counter()
         half = pipeline.describe_neurons(_config(spec, max_images, dtype,
-                                                 tmp))
+                                                 tmp, overrides))
         seconds[dtype] = time.perf_counter() - t0
         yield {"measure": "precision", "config": spec, "dtype": dtype,
                "num_images": ref.config["num_images"],
