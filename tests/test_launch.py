@@ -36,7 +36,7 @@ def test_runtime_abort_becomes_one_line(capfd):
   assert "I1123 log line before" in err
   assert "Check failure" not in err and "0x7fab" not in err
   errors = [l for l in err.splitlines() if l.startswith("error:")]
-  assert errors == [launch.lost_peer_message(1, 2)]
+  assert errors == [f"error: {launch.lost_peer_message(1, 2)}"]
   assert "process 1 of 2 lost contact" in errors[0]
 
 

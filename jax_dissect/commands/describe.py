@@ -143,6 +143,7 @@ def _initialize(args: dict) -> None:
 def _fail(message: str, code: int, multi: bool) -> None:
   """Exits with one `error:` line; a multi-process run skips the runtime's
   shutdown (it would wait for the other processes)."""
+  message = " ".join(str(message).split())  # One line.
   logging.error("%s", message)
   print(f"error: {message}", file=sys.stderr)
   if multi:
@@ -174,8 +175,8 @@ def main(argv):
   except (*commands.USER_ERRORS, RuntimeError) as e:
     # Bad input (unknown names, missing files, unloadable weights): one line.
     if args is not None and "gloo" in str(e).lower():
-      _fail(launch.lost_peer_message(FLAGS.process_id, FLAGS.num_processes)[
-          len("error: "):], 1, True)
+      _fail(launch.lost_peer_message(FLAGS.process_id, FLAGS.num_processes),
+            1, True)
     _fail(str(e), 2, args is not None)
   logging.info("timings (s): %s", results.config["timings_s"])
 

@@ -43,7 +43,7 @@ def lost_peer_message(process_id: int | None, num_processes: int | None
                       ) -> str:
   who = (f"process {process_id} of {num_processes}"
          if process_id is not None and num_processes else "this process")
-  return (f"error: {who} lost contact with the other processes of the run "
+  return (f"{who} lost contact with the other processes of the run "
           "(the JAX distributed runtime stopped it: another process stopped "
           "or its host is unreachable); finished cache shards are kept: "
           "start every process again to resume")
@@ -85,7 +85,8 @@ def run_child(argv: list[str], process_id: int | None,
     for s, handler in old.items():
       signal.signal(s, handler)
   if aborted:
-    print(lost_peer_message(process_id, num_processes), file=sys.stderr)
+    print(f"error: {lost_peer_message(process_id, num_processes)}",
+          file=sys.stderr)
     return 1
   if code < 0:
     print(f"error: the run's work process was stopped by signal {-code}",
