@@ -558,7 +558,9 @@ def iter_activations(module: Module, variables: Any,
 
   def fetch(item):
     pooled, rows = item
-    return {l: np.asarray(pooled[l], np.float32)[:rows] for l in layers}
+    out = {l: np.asarray(pooled[l], np.float32)[:rows] for l in layers}
+    precision.check_finite(out, compute_dtype, "activations")
+    return out
 
   for batch in _iter_batches(images, batch_size):
     batch = np.asarray(batch)

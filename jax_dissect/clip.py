@@ -642,7 +642,10 @@ class ClipEmbedder:
     progress.update(pending[1] if pending else 0, final=True)
     if not outputs:
       return np.zeros((0, self.embed_dim), np.float32)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    out = np.concatenate(outputs).astype(np.float32, copy=False)
+    precision.check_finite({"CLIP": out}, self.compute_dtype,
+                           "image embeddings")
+    return out
 
   # -- texts ----------------------------------------------------------------
 
@@ -724,6 +727,8 @@ class ClipEmbedder:
       out[rows] = np.asarray(result)[:len(rows)]
       progress.update(len(rows),
                       final=start + count * batch_size >= len(ids))
+    precision.check_finite({"CLIP": out}, self.compute_dtype,
+                           "text embeddings")
     return out
 
 

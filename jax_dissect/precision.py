@@ -52,6 +52,27 @@ def cast_floating(tree: Any, name: str) -> Any:
   return jax.tree_util.tree_map(cast, tree)
 
 
+def check_finite(arrays: dict[str, np.ndarray], name: str, what: str
+                 ) -> None:
+  """Raises ValueError if a half-precision result overflowed.
+
+  Args:
+    arrays: {label: float32 array} computed in compute dtype `name`.
+    name: the compute dtype (nothing is checked for float32).
+    what: what the arrays are, for the message (e.g. "activations").
+  """
+  if name == DEFAULT:
+    return
+  for label, x in arrays.items():
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+      limit = float(jnp.finfo(dtype(name)).max)
+      raise ValueError(
+          f"{what} of {label!r} overflow with compute_dtype={name}: {bad} "
+          f"value(s) are inf or NaN ({name} holds magnitudes up to "
+          f"{limit:.4g}); use compute_dtype=bfloat16 or float32")
+
+
 def with_dtype(module: Any, name: str) -> Any:
   """A Flax linen module computing in `name`, when it has a `dtype` field.
 

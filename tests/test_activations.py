@@ -224,3 +224,27 @@ def test_half_precision_returns_float32_close_to_float32(resnet18, dtype):
   with pytest.raises(ValueError, match="compute_dtype='int8' is not valid"):
     activations.collect_activations(module, variables, images, layers,
                                     compute_dtype="int8")
+
+
+class _Scale(nn.Module):
+
+  def __call__(self, x):
+    return x * 300.0 * 300.0  # 90000 > float16 max.
+
+
+class _Big(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return _Scale(name="big")(x)
+
+
+def test_float16_overflow_is_an_error_naming_the_layer():
+  images = np.ones((2, 4, 4, 3), np.float32)
+  ok = activations.collect_activations(_Big(), {}, images, ["big"],
+                                       compute_dtype="bfloat16")
+  np.testing.assert_allclose(ok["big"], 9e4, rtol=1e-2)
+  with pytest.raises(ValueError, match="activations of 'big' overflow with "
+                     "compute_dtype=float16"):
+    activations.collect_activations(_Big(), {}, images, ["big"],
+                                    compute_dtype="float16")

@@ -106,3 +106,11 @@ def test_loader_measures_waiting(probe):
   with pytest.raises(ValueError, match="prefetch=0"):
     list(loader.batches(probe, 0, 8, 4, slow, prefetch=0))
   assert loader.default_threads() >= 1
+
+
+def test_half_precision_overflow_is_named():
+  precision.check_finite({"x": np.array([np.inf])}, "float32", "a")
+  with pytest.raises(ValueError, match="activations of 'layer4' overflow "
+                     "with compute_dtype=float16: 1 value"):
+    precision.check_finite({"layer4": np.array([1.0, np.inf])}, "float16",
+                           "activations")

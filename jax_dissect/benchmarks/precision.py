@@ -107,12 +107,17 @@ def run(configs, max_images, dtypes, overrides=None) -> Iterator[dict]:
       seconds = {"float32": time.perf_counter() - t0}
       for dtype in dtypes:
         t0 = time.perf_counter()
-        half = pipeline.describe_neurons(_config(spec, max_images, dtype,
-                                                 tmp, overrides))
+        record = {"measure": "precision", "config": spec, "dtype": dtype,
+                  "num_images": ref.config["num_images"],
+                  "num_concepts": ref.config["num_concepts"],
+                  "similarity_fn": ref.config["similarity_fn"]}
+        try:
+          half = pipeline.describe_neurons(_config(spec, max_images, dtype,
+                                                   tmp, overrides))
+        except ValueError as e:  # E.g. float16 overflows.
+          yield {**record, "error": str(e),
+                 "load_avg_1min": os.getloadavg()[0]}
+          continue
         seconds[dtype] = time.perf_counter() - t0
-        yield {"measure": "precision", "config": spec, "dtype": dtype,
-               "num_images": ref.config["num_images"],
-               "num_concepts": ref.config["num_concepts"],
-               "similarity_fn": ref.config["similarity_fn"],
-               **_compare(ref, half), "run_s": seconds,
+        yield {**record, **_compare(ref, half), "run_s": seconds,
                "load_avg_1min": os.getloadavg()[0]}
