@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -52,11 +53,48 @@ def test_child_killed_by_a_signal(capfd):
   assert rc == 1 and "stopped by signal 9" in err
 
 
-def test_child_knows_it_is_the_child(capfd):
+def test_child_knows_it_is_the_child_and_watches_its_parent(capfd):
   rc, _ = _run("from jax_dissect.commands import launch; import sys; "
+               "launch.watch_parent(); "
                "sys.exit(0 if launch.in_child() else 5)", capfd)
   assert rc == 0
   assert not launch.in_child()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG")
+def test_orphaned_child_stops(tmp_path):
+  """A child whose parent was killed is killed too (Linux)."""
+  pid_file = tmp_path / "child.pid"
+  parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+      import sys
+      from jax_dissect.commands import launch
+      launch.run_child([sys.executable, "-c", '''
+      import os, time
+      from jax_dissect.commands import launch
+      launch.watch_parent()
+      open({str(pid_file)!r}, "w").write(str(os.getpid()))
+      time.sleep(60)
+      '''.replace(chr(10) + "      ", chr(10))], 0, 2)
+      """)], cwd=REPO)
+  deadline = time.monotonic() + 60
+  while not pid_file.exists() or not pid_file.read_text():
+    assert time.monotonic() < deadline and parent.poll() is None
+    time.sleep(0.05)
+  child = int(pid_file.read_text())
+  parent.kill()
+  parent.wait()
+  deadline = time.monotonic() + 10
+  while os.path.exists(f"/proc/{child}") and _alive(child):
+    assert time.monotonic() < deadline, "the child outlived its parent"
+    time.sleep(0.05)
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+      return f.read().split()[2] != "Z"
+  except OSError:
+    return False
 
 
 def test_bad_process_flags_are_one_line(tmp_path):

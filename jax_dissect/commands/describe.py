@@ -165,6 +165,8 @@ def main(argv):
     # The work runs in a child, so a runtime abort ends in one line.
     sys.exit(launch.run_child(launch.command_argv("describe", _ARGS),
                               FLAGS.process_id, FLAGS.num_processes))
+  if args is not None:
+    launch.watch_parent()
   config = config_from_flags()
   try:
     if args is not None:

@@ -7,8 +7,9 @@ a stack trace (it does so when the coordinator, process 0, disappears, or
 when a peer misses its heartbeats). That abort cannot be caught inside the
 process, so a multi-process command runs its work in a child (`run_child`):
 the parent forwards the child's output, swallows the abort's dump, and
-ends with one line saying what happened. The child dies with the parent
-(Linux), so killing the command kills its work.
+ends with one line saying what happened. The child calls `watch_parent`
+first, so it dies with the parent (Linux): killing the command kills its
+work.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 
 CHILD_ENV = "JAX_DISSECT_CHILD"
+_PARENT_ENV = "JAX_DISSECT_PARENT_PID"
 # The first line of the runtime's abort; everything after it is the dump.
 _ABORT = re.compile(r"^F\d{4} .*(Terminating process|Check failed)|"
                     r"^\*\*\* Check failure stack trace|^terminate called")
@@ -30,13 +32,17 @@ def in_child() -> bool:
   return os.environ.get(CHILD_ENV) == "1"
 
 
-def _die_with_parent() -> None:  # Runs in the child before exec.
+def watch_parent() -> None:
+  """In the child: be killed when the parent dies (Linux; elsewhere a
+  no-op), and exit at once if it already has."""
   try:
     import ctypes  # pylint: disable=g-import-not-at-top
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG.
   except (OSError, AttributeError):  # Not Linux: the child may outlive us.
-    pass
+    return
+  if str(os.getppid()) != os.environ.get(_PARENT_ENV):
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def lost_peer_message(process_id: int | None, num_processes: int | None
@@ -65,11 +71,11 @@ def run_child(argv: list[str], process_id: int | None,
       os.path.abspath(__file__))))
   env = dict(os.environ)
   env[CHILD_ENV] = "1"
+  env[_PARENT_ENV] = str(os.getpid())
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (package_root, env.get("PYTHONPATH")) if p)
-  proc = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
-      argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
-      preexec_fn=_die_with_parent)
+  proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True,
+                          errors="replace")
   forward = lambda signum, frame: proc.send_signal(signum)
   old = {s: signal.signal(s, forward) for s in (signal.SIGTERM,
                                                 signal.SIGINT)}
