@@ -1,10 +1,11 @@
 """Similarity kernels with the neurons split across devices.
 
 Each device gets a contiguous block of neurons (columns of A) and the whole
-concept matrix P, computes its block of S, and, for soft_wpmi and wpmi, the
-log prior over ALL neurons is combined with a cross-device logsumexp, so the
-result equals the single-device one. K not divisible by the device count is
-padded with zero neurons that are masked out of the prior and dropped.
+concept matrix P and computes its block of the scores (for soft_wpmi and
+wpmi the log-likelihoods L; similarity.compute then subtracts the log prior
+over ALL neurons on one device, as a single-device run does, so the result
+equals the single-device one bit for bit). K not divisible by the device
+count is padded with zero neurons that are dropped.
 
 similarity.compute is the way to run a kernel; it calls `run_plan` here when
 it is given several devices. Two equivalent paths:
@@ -21,7 +22,6 @@ and every process gets the whole S back.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -58,21 +58,15 @@ def resolve_devices(devices: Sequence[jax.Device] | int | None = None
 def _block_scores(plan: similarity.KernelPlan, num_neurons: int,
                   a_local: jax.Array, p: jax.Array,
                   key: jax.Array) -> jax.Array:
-  """The (K_local, M) block of S of one device; runs inside a mapped axis."""
+  """The (K_local, M) block of scores of one device (before any prior);
+  runs inside a mapped axis."""
+  del num_neurons  # The padding neurons are dropped by the caller.
   k_local = a_local.shape[1]
   offset = jax.lax.axis_index(AXIS) * k_local
   ctx = similarity.plan_context(plan, p, key)
-  scores = similarity.map_neuron_chunks(
+  return similarity.map_neuron_chunks(
       lambda x, ids: plan.neuron_scores(x, ids, ctx), a_local,
       min(plan.chunk_size, k_local), neuron_offset=offset)
-  if plan.lam is None:
-    return scores
-  valid = offset + jnp.arange(k_local) < num_neurons
-  masked = jnp.where(valid[:, None], scores, -jnp.inf)
-  local = jax.nn.logsumexp(masked, axis=0)  # (M,); -inf if no valid neuron.
-  every = jax.lax.all_gather(local, AXIS)  # (D, M)
-  prior = jax.nn.logsumexp(every, axis=0) - math.log(num_neurons)
-  return scores - plan.lam * prior
 
 
 def _mesh(devices: tuple[jax.Device, ...]) -> jax.sharding.Mesh:
@@ -154,8 +148,9 @@ def run_plan(plan: similarity.KernelPlan, activations: jax.Array,
     method: "shard_map" (jit + Mesh) or "pmap".
 
   Returns:
-    (K, M) float32 similarity, equal to the single-device result (on every
-    process).
+    (K, M) float32 scores before any prior (the log-likelihoods L of
+    soft_wpmi and wpmi; S of the other kernels), equal to the
+    single-device ones (on every process).
   """
   if method not in METHODS:
     raise ValueError(f"method={method!r}; allowed: {', '.join(METHODS)}")
