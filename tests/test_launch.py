@@ -107,3 +107,17 @@ def test_bad_process_flags_are_one_line(tmp_path):
       "error: --coordinator_address, --process_id missing: a multi-process "
       "run needs --coordinator_address, --num_processes and --process_id (or "
       "--distributed where JAX finds them)")
+
+
+def test_distributed_flag_calls_initialize_without_arguments(tmp_path):
+  # No cluster here: JAX's argument-less initialize finds no coordinator,
+  # and the command says so in one line.
+  script = launch.command_argv("describe", [
+      "--distributed", f"--result_dir={tmp_path}"])
+  done = subprocess.run(script, cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: --distributed: JAX found no cluster to "
+                         "join (coordinator_address should be defined"), last
+  assert "Traceback" not in done.stderr

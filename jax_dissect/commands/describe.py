@@ -134,7 +134,17 @@ def _initialize(args: dict) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   # Collectives between CPU processes (the kernels' mesh, barriers).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(**args)
+  try:
+    jax.distributed.initialize(**args)
+  except (ValueError, RuntimeError) as e:
+    if args:
+      raise
+    # --distributed alone: JAX looked for a cluster (TPU pod, SLURM, Open
+    # MPI) and found none.
+    raise ValueError("--distributed: JAX found no cluster to join "
+                     f"({str(e).rstrip('.')}); "
+                     "pass --coordinator_address, --num_processes and "
+                     "--process_id") from e
   logging.info("process %d of %d (%d local device(s), %d in all)",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
