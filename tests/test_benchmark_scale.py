@@ -30,8 +30,15 @@ def test_precision_suite_runs_tiny(tmp_path):
                                        "devices": 1,
                                        "target_layers": "conv1,layer4"})
   assert record["dtype"] == "bfloat16" and record["num_images"] == 8
+  # The runs share one cache directory: differences above 0 show that the
+  # compute dtype is part of the cache keys of every forward pass.
   assert 0 < record["image_embeddings_max_abs_diff"] < 0.05
+  assert 0 < record["text_embeddings_max_abs_diff"] < 0.05
+  assert 0 < record["concept_activations_max_abs_diff"] < 0.05
   assert set(record["layers"]) == {"conv1", "layer4"}
   for layer in record["layers"].values():
     assert 0 < layer["activations_max_rel_diff"] < 0.1
     assert 0 <= layer["labels_changed"] <= 1
+    if layer["changed_median_gap_float32"] is not None:
+      assert 0 <= layer["changed_median_gap_float32"] <= (
+          layer["changed_max_gap_float32"])

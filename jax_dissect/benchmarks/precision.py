@@ -62,7 +62,11 @@ def _label_changes(ref_neurons, half_neurons) -> dict:
           "changed_new_label_in_float32_top6": (
               in_top / len(changed) if changed else None),
           "changed_median_gap_float32": (
-              float(np.median(gaps)) if gaps else None)}
+              float(np.median(gaps)) if gaps else None),
+          # The largest float32 margin a label lost (a new label outside
+          # the runners-up counts as an unknown, larger margin).
+          "changed_max_gap_float32": (
+              float(np.max(gaps)) if gaps else None)}
 
 
 def _compare(ref, run) -> dict:
