@@ -12,13 +12,13 @@ def test_8_devices_equal_1_device(tmp_path):
   concepts = describe_cli.concepts_file(tmp_path)
   common = [f"--concept_set={concepts}", f"--config.max_images={NUM_IMAGES}",
             "--config.batch_size=6", "--config.shard_images=10"]
-  runs = {}
+  runs, logs = {}, {}
   for devices in (1, 8):
     result = tmp_path / f"results{devices}"
     done = describe_cli.run(describe_cli.args(
         result, tmp_path / f"cache{devices}", *common), host_devices=devices)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs[devices] = result
+    runs[devices], logs[devices] = result, done.stderr
 
   one = describe_cli.cached_arrays(runs[1])
   eight = describe_cli.cached_arrays(runs[8])
@@ -39,8 +39,13 @@ def test_8_devices_equal_1_device(tmp_path):
                 "similarity_layer4"):
     assert stages[stage]["devices"] == 8, (stage, stages[stage])
     assert stages[stage]["processes"] == 1
-  assert stages["activations"]["images"] == NUM_IMAGES
-  assert stages["activations"]["images_per_s"] > 0
-  assert stages["activations"]["input_wait_s"] >= 0
+  # Both image stages: the rate from files and without the input waits
+  # (the rate on pre-decoded arrays), in config.json and in the log.
+  for stage in ("clip_images", "activations"):
+    assert stages[stage]["images"] == NUM_IMAGES
+    assert stages[stage]["images_per_s"] > 0
+    assert stages[stage]["input_wait_s"] >= 0
+    assert f"stage {stage}: {NUM_IMAGES} images at " in logs[8]
+  assert logs[8].count("images/s without the") == 2
   stages = describe_cli.read_json(runs[1] / "config.json")["stages"]
   assert stages["activations"]["devices"] == 1
