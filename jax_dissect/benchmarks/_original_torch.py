@@ -36,6 +36,7 @@ floors the mean P of the top images at float32's tiny.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,20 @@ def _tensor(x: Any):
   return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
+class _Stages:
+  """Wall time of a function's stages, into a dict if one is given."""
+
+  def __init__(self, timings: dict[str, float] | None):
+    self.timings = timings
+    self.start = time.perf_counter()
+
+  def __call__(self, stage: str) -> None:
+    if self.timings is not None:
+      now = time.perf_counter()
+      self.timings[stage] = self.timings.get(stage, 0.0) + now - self.start
+      self.start = now
+
+
 def _log_prior(ll):
   """prior[m] = logsumexp_k ll[k, m] - log K, as a (1, M) row."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -61,13 +76,20 @@ def _log_prior(ll):
 
 
 def soft_wpmi(activations, concept_activations, *, top_k=100, a=10.0,
-              lam=1.0, p_start=0.998, p_end=0.97, eps=1e-7):
-  """L[k] = sum_j log(1 + p_j (Q[I_kj] - 1) + eps), one neuron at a time."""
+              lam=1.0, p_start=0.998, p_end=0.97, eps=1e-7, timings=None):
+  """L[k] = sum_j log(1 + p_j (Q[I_kj] - 1) + eps), one neuron at a time.
+
+  timings: a dict that gets the seconds of the stages "softmax", "top_k",
+  "neuron_loop" and "prior", or None.
+  """
   import torch  # pylint: disable=g-import-not-at-top
   with torch.no_grad():
+    stage = _Stages(timings)
     acts, p = _tensor(activations), _tensor(concept_activations)
     q = torch.softmax(a * p, dim=1)  # (N, M)
+    stage("softmax")
     top = torch.topk(acts, k=top_k, dim=0).indices  # (top_k, K)
+    stage("top_k")
     weight = (p_start - torch.arange(top_k, dtype=torch.float32) / top_k *
               (p_start - p_end)).unsqueeze(1)  # (top_k, 1)
     rows = []
@@ -76,23 +98,35 @@ def soft_wpmi(activations, concept_activations, *, top_k=100, a=10.0,
       factors = 1 + weight * (gathered - 1)
       rows.append(torch.sum(torch.log(factors + eps), dim=0, keepdim=True))
     ll = torch.cat(rows, dim=0)  # (K, M)
-    return ll - lam * _log_prior(ll)
+    stage("neuron_loop")
+    s = ll - lam * _log_prior(ll)
+    stage("prior")
+    return s
 
 
 def wpmi(activations, concept_activations, *, top_k=28, a=2.0, lam=0.6,
-         eps=1e-7):
-  """L[k] = sum_j log(Q[I_kj] + eps), one neuron at a time."""
+         eps=1e-7, timings=None):
+  """L[k] = sum_j log(Q[I_kj] + eps), one neuron at a time.
+
+  timings: as soft_wpmi's.
+  """
   import torch  # pylint: disable=g-import-not-at-top
   with torch.no_grad():
+    stage = _Stages(timings)
     acts, p = _tensor(activations), _tensor(concept_activations)
     q = torch.softmax(a * p, dim=1)
+    stage("softmax")
     top = torch.topk(acts, k=top_k, dim=0).indices
+    stage("top_k")
     rows = []
     for k in range(acts.shape[1]):
       gathered = q.gather(0, top[:, k:k + 1].expand(-1, q.shape[1]))
       rows.append(torch.sum(torch.log(gathered + eps), dim=0, keepdim=True))
     ll = torch.cat(rows, dim=0)
-    return ll - lam * _log_prior(ll)
+    stage("neuron_loop")
+    s = ll - lam * _log_prior(ll)
+    stage("prior")
+    return s
 
 
 def _blocked_product(a_hat, p_hat):

@@ -1,0 +1,42 @@
+"""The original-pipeline benchmark runs both sides on tiny models."""
+
+import os
+
+import pytest
+
+from jax_dissect.benchmarks import original_pipeline as suite
+
+SAMPLE = os.path.join(suite._DATA, "imagenet_sample")  # pylint: disable=protected-access
+
+
+def test_presets():
+  assert {"small", "quick"} <= set(suite.PRESETS)
+  small = suite.PRESETS["small"]
+  assert small["target_model"] == "resnet50" and small["clip_model"] == (
+      "vit-b16") and small["repeats"] >= 3 and small["num_workers"] >= 1
+
+
+@pytest.mark.skipif(not os.path.isdir(SAMPLE), reason=f"no {SAMPLE}")
+def test_quick_run_records():
+  pytest.importorskip("torchvision", reason="torch extra not installed")
+  records = list(suite.run(**{**suite.PRESETS["quick"], "num_images": 6,
+                              "num_concepts": 12}))
+  assert [r["framework"] for r in records] == ["jax", "original_torch",
+                                               "ratio"]
+  for r in records[:2]:
+    assert len(r["stages_s"]["end_to_end"]) == 1
+    for stage in ("activations", "clip_images", "clip_text", "end_to_end"):
+      assert r["per_s"][stage]["best"] > 0
+  ratio = records[2]
+  assert set(ratio["jax_over_torch"]) == {"activations", "clip_images",
+                                          "clip_text", "end_to_end"}
+  # Same weights, photos and concepts: the labels are mostly the same
+  # (random tiny models have near-ties).
+  assert set(ratio["labels_equal"]) == {"layer3", "layer4"}
+  assert min(ratio["labels_equal"].values()) > 0.8
+  assert all(len(r["load_avg"]) == 3 for r in records)
+
+
+def test_unknown_clip_model():
+  with pytest.raises(ValueError, match="allowed"):
+    next(suite.run(**{**suite.PRESETS["quick"], "clip_model": "vit-h14"}))
