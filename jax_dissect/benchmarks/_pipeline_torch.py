@@ -40,6 +40,7 @@ from torchvision import transforms
 import transformers
 
 from jax_dissect.benchmarks import _original_torch
+from jax_dissect.benchmarks import _worker as worker_lib
 
 # torchvision's ImageNet eval transform and OpenAI CLIP's preprocessing.
 _IMAGENET = transforms.Compose([
@@ -69,10 +70,6 @@ class _Photos(torch.utils.data.Dataset):
   def __getitem__(self, i):
     with Image.open(self.paths[i]) as image:
       return self.transform(image.convert("RGB"))
-
-
-def _reply(obj):
-  print("@@ " + json.dumps(obj), flush=True)
 
 
 def _make_weights(work_dir, settings):
@@ -163,19 +160,12 @@ def main(work_dir):
   with open(os.path.join(work_dir, "settings.json"), encoding="utf-8") as f:
     settings = json.load(f)
   _make_weights(work_dir, settings)
-  _reply("ready")
-  for line in sys.stdin:
-    command = line.strip()
-    if command == "run":
-      _reply(_run(work_dir, settings))
-    elif command == "info":
-      _reply({"torch_version": torch.__version__,
-              "torch_threads": torch.get_num_threads(),
-              "num_workers": settings["num_workers"]})
-    elif command == "quit":
-      return
-    else:
-      _reply({"error": f"unknown command {command!r}"})
+  worker_lib.serve({
+      "run": lambda: _run(work_dir, settings),
+      "info": lambda: {"torch_version": torch.__version__,
+                       "torch_threads": torch.get_num_threads(),
+                       "num_workers": settings["num_workers"]},
+  })
 
 
 if __name__ == "__main__":

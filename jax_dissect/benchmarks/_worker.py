@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -50,3 +50,25 @@ class TorchWorker:
       self.proc.stdin.write("quit\n")
       self.proc.stdin.close()
       self.proc.wait(timeout=60)
+
+
+# ----------------------------------------------------------------------------
+# The worker side (imported by the worker modules; stdlib only).
+# ----------------------------------------------------------------------------
+
+
+def reply(obj: Any) -> None:
+  print("@@ " + json.dumps(obj), flush=True)
+
+
+def serve(handlers: dict[str, Callable[[], Any]]) -> None:
+  """Says "ready", then answers each stdin command until "quit" or EOF."""
+  reply("ready")
+  for line in sys.stdin:
+    command = line.strip()
+    if command == "quit":
+      return
+    handler = handlers.get(command)
+    reply(handler() if handler else {
+        "error": f"unknown command {command!r}; allowed: "
+                 f"{sorted(handlers) + ['quit']}"})
