@@ -32,7 +32,7 @@ def test_same_s_as_jax_dissect(name, seed):
   a, p = refs._random_inputs(150, 11, 37, seed=seed)
   got = original.FUNCTIONS[name](a, p).numpy()
   assert got.shape == (11, 37) and got.dtype == np.float32
-  want = np.asarray(similarity.SIMILARITY_FNS[name](a, p))
+  want = np.asarray(similarity.compute(name, a, p, devices=1))
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL[name])
   np.testing.assert_allclose(got, REFERENCES[name](a, p), rtol=RTOL,
                              atol=ATOL[name])
@@ -93,5 +93,5 @@ def test_dead_neuron_matches():
   for name in ("cos_similarity", "cos_similarity_cubed"):
     got = original.FUNCTIONS[name](a, p).numpy()
     assert np.all(np.isfinite(got))
-    np.testing.assert_allclose(got, similarity.SIMILARITY_FNS[name](a, p),
+    np.testing.assert_allclose(got, similarity.compute(name, a, p, devices=1),
                                rtol=RTOL, atol=2e-6)

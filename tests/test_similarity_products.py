@@ -119,7 +119,8 @@ def test_concept_tiles(monkeypatch, name, ref, m):
   monkeypatch.setattr(similarity, "_PLAN_CACHE", {})
   a, p = refs._random_inputs(90, 7, m, seed=m)
   top_k = 28 if name == "wpmi" else 90
-  got = similarity.SIMILARITY_FNS[name](a, p, top_k=top_k, chunk_size=3)
+  got = similarity.compute(name, a, p, devices=1, top_k=top_k,
+                           chunk_size=3)
   np.testing.assert_allclose(got, ref(a, p, top_k=top_k), rtol=RTOL,
                              atol=ATOL)
 

@@ -296,8 +296,8 @@ def _compare_original(case: dict, reps: int, float64_labels: bool
   torch_stages = []
 
   def jax_pass():
-    return similarity.SIMILARITY_FNS[kernel](aj, pj, **jax_kw
-                                             ).block_until_ready()
+    return similarity.compute(kernel, aj, pj, devices=1, **jax_kw
+                              ).block_until_ready()
 
   def torch_pass():
     if stage_kernel:
