@@ -26,6 +26,7 @@ layer), each with the load average.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import statistics
@@ -98,19 +99,26 @@ def _jax_config(work: str, folder: str, settings: dict, run: int):
 
 def _jax_pass(work: str, folder: str, settings: dict, concepts: list[str],
               run: int) -> dict[str, Any]:
+  """One describe_neurons run; its stage times and labels, as written to
+  its result directory (docs/results_format.md)."""
   from jax_dissect import pipeline  # pylint: disable=g-import-not-at-top
   config = _jax_config(work, folder, settings, run)
   start = time.perf_counter()
-  results = pipeline.describe_neurons(config)
+  pipeline.describe_neurons(config)
   total = time.perf_counter() - start
-  timings = dict(results.timings)
+  with open(os.path.join(config.result_dir, "config.json"),
+            encoding="utf-8") as f:
+    timings = json.load(f)["timings_s"]
   stages = {k: v for k, v in timings.items()
             if not k.startswith("similarity_")}
   stages["similarity"] = sum(v for k, v in timings.items()
                              if k.startswith("similarity_"))
   index = {c: i for i, c in enumerate(concepts)}
-  labels = {layer: [index[d.label] for d in r.descriptions]
-            for layer, r in results.layers.items()}
+  labels = {layer: [] for layer in settings["layers"]}
+  with open(os.path.join(config.result_dir, "descriptions.csv"),
+            encoding="utf-8", newline="") as f:
+    for row in csv.DictReader(f):  # In layer order, then unit order.
+      labels[row["layer"]].append(index[row["description"]])
   return {"stages_s": stages, "total_s": total, "labels": labels}
 
 
