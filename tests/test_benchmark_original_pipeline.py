@@ -40,3 +40,25 @@ def test_quick_run_records():
 def test_unknown_clip_model():
   with pytest.raises(ValueError, match="allowed"):
     next(suite.run(**{**suite.PRESETS["quick"], "clip_model": "vit-h14"}))
+
+
+def test_compilation_cache_is_scoped(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  before = jax.config.jax_compilation_cache_dir
+  cache = tmp_path / "cache"
+  with suite._compilation_cache(str(cache)):  # pylint: disable=protected-access
+    jax.jit(lambda x: x * 3.0 + 1.0)(jnp.arange(5.0)).block_until_ready()
+  written = set(cache.iterdir())
+  assert written  # The timed passes can load what the warm-up compiled.
+  assert jax.config.jax_compilation_cache_dir == before
+  # After the block nothing more is written there (the suite deletes it),
+  # even for compilations the default threshold (1 s) would not skip.
+  name = "jax_persistent_cache_min_compile_time_secs"
+  threshold = getattr(jax.config, name)
+  jax.config.update(name, 0.0)
+  try:
+    jax.jit(lambda x: x * 5.0 - 2.0)(jnp.arange(7.0)).block_until_ready()
+  finally:
+    jax.config.update(name, threshold)
+  assert set(cache.iterdir()) == written

@@ -143,14 +143,22 @@ def _summary(passes: list[dict], num: dict[str, int]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _compilation_cache(directory: str | None) -> Iterator[None]:
-  """JAX's persistent compilation cache in `directory` (None: unchanged)."""
+  """JAX's persistent compilation cache in `directory` (None: unchanged).
+
+  JAX opens its cache once per process, at the first compilation, and keeps
+  it: the cache is reset on entry (so `directory` is the one used) and on
+  exit (so later compilations in this process do not write into a deleted
+  directory, and find the restored setting).
+  """
   import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
   if directory is None:
     yield
     return
   names = ("jax_compilation_cache_dir",
            "jax_persistent_cache_min_compile_time_secs")
   saved = {n: getattr(jax.config, n) for n in names}
+  compilation_cache.reset_cache()
   jax.config.update(names[0], directory)
   jax.config.update(names[1], 0.0)
   try:
@@ -158,6 +166,7 @@ def _compilation_cache(directory: str | None) -> Iterator[None]:
   finally:
     for n, v in saved.items():
       jax.config.update(n, v)
+    compilation_cache.reset_cache()
 
 
 def run(num_images: int, num_concepts: int, target_model: str,
