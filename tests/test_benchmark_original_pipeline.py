@@ -10,10 +10,12 @@ SAMPLE = os.path.join(suite._DATA, "imagenet_sample")  # pylint: disable=protect
 
 
 def test_presets():
-  assert {"small", "quick"} <= set(suite.PRESETS)
-  small = suite.PRESETS["small"]
-  assert small["target_model"] == "resnet50" and small["clip_model"] == (
-      "vit-b16") and small["repeats"] >= 3 and small["num_workers"] >= 1
+  assert {"small", "cpu", "quick"} <= set(suite.PRESETS)
+  for name in ("small", "cpu"):
+    preset = suite.PRESETS[name]
+    assert preset["target_model"] == "resnet50" and preset["clip_model"] == (
+        "vit-b16") and preset["repeats"] >= 3 and preset["num_workers"] >= 1
+    assert preset["layers"] == suite.LAYERS
 
 
 @pytest.mark.skipif(not os.path.isdir(SAMPLE), reason=f"no {SAMPLE}")

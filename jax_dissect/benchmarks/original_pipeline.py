@@ -27,7 +27,7 @@ activations, clip_images and end to end, texts/s for clip_text), one
 comparing them (jax / torch rates, median and best pass; labels equal per
 layer), each with the load average.
 
-  python scripts/benchmark.py --suite=original_pipeline --preset=small
+  python scripts/benchmark.py --suite=original_pipeline --preset=cpu
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from typing import Any, Iterator
 
 from jax_dissect.benchmarks import _worker as worker_lib
 from jax_dissect.benchmarks import clip as clip_bench
+from jax_dissect.benchmarks import similarity as similarity_bench
 
 _DATA = clip_bench._DATA  # pylint: disable=protected-access
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
@@ -54,6 +55,13 @@ PRESETS = {
                   layers=LAYERS, clip_model="vit-b16", batch_size=16,
                   text_batch=256, num_workers=2, repeats=3,
                   jax_compilation_cache=True),
+    # The BENCHMARKS.md run: 128 photos, 3000 concepts, the same models;
+    # a pass takes about a minute a side on 2 cores. Waits (up to 5 min)
+    # for a 1-minute load average below 1.5 before the warm-up pass.
+    "cpu": dict(num_images=128, num_concepts=3000, target_model="resnet50",
+                layers=LAYERS, clip_model="vit-b16", batch_size=32,
+                text_batch=256, num_workers=2, repeats=3,
+                jax_compilation_cache=True, quiet_load=1.5),
     "quick": dict(num_images=8, num_concepts=30, target_model="resnet18",
                   layers=("layer3", "layer4"), clip_model="tiny",
                   batch_size=4, text_batch=16, num_workers=1, repeats=1,
@@ -172,8 +180,13 @@ def _compilation_cache(directory: str | None) -> Iterator[None]:
 def run(num_images: int, num_concepts: int, target_model: str,
         layers: tuple[str, ...], clip_model: str, batch_size: int,
         text_batch: int, num_workers: int, repeats: int,
-        jax_compilation_cache: bool = False) -> Iterator[dict]:
-  """Yields one record per side and one comparing them."""
+        jax_compilation_cache: bool = False, quiet_load: float | None = None,
+        quiet_wait_s: float = 300.0) -> Iterator[dict]:
+  """Yields one record per side and one comparing them.
+
+  quiet_load: before the warm-up pass, wait up to quiet_wait_s seconds for
+  the 1-minute load average to fall below it (None: start at once).
+  """
   from jax_dissect import clip  # pylint: disable=g-import-not-at-top
   if clip_model not in clip_bench.MODELS:
     raise ValueError(f"clip_model={clip_model!r}; allowed: "
@@ -198,6 +211,7 @@ def run(num_images: int, num_concepts: int, target_model: str,
     with open(os.path.join(work, "settings.json"), "w",
               encoding="utf-8") as f:
       json.dump(settings, f)
+    waited = similarity_bench.wait_for_quiet(quiet_load, quiet_wait_s)
     load_at_start = _load_avg()
     worker = worker_lib.TorchWorker("jax_dissect.benchmarks._pipeline_torch",
                                     work)
@@ -221,6 +235,7 @@ def run(num_images: int, num_concepts: int, target_model: str,
             "num_workers": num_workers, "repeats": repeats,
             "weights": "random", "similarity_fn": "soft_wpmi",
             "jax_compilation_cache": jax_compilation_cache,
+            "waited_for_quiet_s": round(waited, 1),
             "load_avg_at_start": load_at_start,
             "load_avg_1min_per_pass": loads}
   summary = {}

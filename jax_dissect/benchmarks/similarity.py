@@ -363,7 +363,7 @@ def _compare_original(case: dict, reps: int, float64_labels: bool
   return records
 
 
-def _wait_for_quiet(max_load: float | None, max_wait_s: float) -> float:
+def wait_for_quiet(max_load: float | None, max_wait_s: float) -> float:
   """Waits until the 1-minute load average is below max_load (or gives up).
 
   The cores are shared; the original program's OpenMP threads slow down
@@ -433,7 +433,7 @@ def run(sizes=(), kernels=(), rank_reorder_sizes=(), memory_sizes=(),
     yield _run_one("jax", "rank_reorder", n, k, m, reps)
   ctx = multiprocessing.get_context("spawn")
   for case in original_cases:
-    waited = _wait_for_quiet(quiet_load, quiet_wait_s)
+    waited = wait_for_quiet(quiet_load, quiet_wait_s)
     with ctx.Pool(1) as pool:
       for record in pool.apply(_compare_original,
                                (case, reps, float64_labels)):
