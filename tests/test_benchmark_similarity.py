@@ -12,6 +12,9 @@ def test_presets_cover_the_issue_sizes():
       assert {"kernel": kernel, "N": n, "K": k, "M": m} in cases
   assert {c["kernel"] for c in cases} == set(suite._ORIGINAL_KERNELS)  # pylint: disable=protected-access
   assert suite.PRESETS["original"]["reps"] >= 3
+  targets = suite.PRESETS["original_targets"]["original_cases"]
+  assert sorted(map(str, targets)) == sorted(
+      str(c) for c in cases if c["kernel"] in ("soft_wpmi", "wpmi"))
 
 
 def test_original_comparison_records():

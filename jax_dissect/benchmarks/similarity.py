@@ -77,6 +77,18 @@ PRESETS = {
         "quiet_load": 1.5,
         "quiet_wait_s": 300,
     },
+    # Only issue 13's target cases ((soft_)wpmi at both sizes), waiting at
+    # most a minute per case for a quiet machine: a re-check after a change.
+    "original_targets": {
+        "original_cases": [
+            {"kernel": kernel, "N": n, "K": k, "M": 20000}
+            for n, k in ((5000, 256), (10000, 512))
+            for kernel in ("soft_wpmi", "wpmi")],
+        "float64_labels": True,
+        "reps": 5,
+        "quiet_load": 1.5,
+        "quiet_wait_s": 60,
+    },
     "original_quick": {
         "original_cases": [
             {"kernel": "soft_wpmi", "N": 300, "K": 16, "M": 200},
