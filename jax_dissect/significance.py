@@ -282,9 +282,13 @@ def null_best_score(x: jax.Array, c: jax.Array, lam: float,
   elif lam == 0.0:
     best = jnp.max(x, axis=-1)
   else:
-    best = jnp.max((1.0 - lam) * x + lam * jax.nn.log_sigmoid(x - c),
-                   axis=-1)
+    best = jnp.max((1.0 - lam) * x + lam * _log_sigmoid(x - c), axis=-1)
   return best + lam * math.log(num_neurons)
+
+
+def _log_sigmoid(d: jax.Array) -> jax.Array:
+  """log sigmoid(d), stable; ~1.7x faster than jax.nn.log_sigmoid on CPU."""
+  return jnp.minimum(d, 0.0) - jnp.log1p(jnp.exp(-jnp.abs(d)))
 
 
 @functools.partial(jax.jit, static_argnames=("lam", "num_neurons", "chunk"))
@@ -397,18 +401,24 @@ def label_pvalues(activations: Any, concept_activations: Any,
     labels = jnp.argmax(s, axis=1)
   labels = jnp.asarray(labels, jnp.int32)
   observed = jnp.take_along_axis(s, labels[:, None], axis=1)[:, 0]
+  # The stages below each use every core and stream arrays of N*M or R*M
+  # floats: dispatched together they ran ~1.7x slower on a 2-core CPU
+  # than one after the other, so each waits for the one before.
+  observed.block_until_ready()
+  del s
   null_key, draw_key = jax.random.split(jax.random.key(seed))
   if pooled:
-    pool_ll = _pool_likelihoods(plan, ctx, null_key, n, pool_size)
-    del s
-    loo = leave_one_out_logsumexp(ll)
+    pool_ll = _pool_likelihoods(plan, ctx, null_key, n,
+                                pool_size).block_until_ready()
+    del ctx
+    loo = leave_one_out_logsumexp(ll).block_until_ready()
     del ll
     draws = _pool_draws(draw_key, k, num_draws, pool_size)
     null_scores = _pooled_null(pool_ll, loo, draws, lam=plan.lam,
                                num_neurons=k,
                                chunk=int(min(k, _null_chunk(m))))
   else:
-    del s, ll
+    del ll
     null_scores = jnp.stack([
         _best_after_permutation(
             plan, act, ctx,

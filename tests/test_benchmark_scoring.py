@@ -7,7 +7,7 @@ def test_suite_runs_tiny():
   assert {"full", "quick"} <= set(suite.PRESETS)
   records = list(suite.run(sizes=[(200, 8, 20)], kernels=["soft_wpmi"],
                            num_permutations=5, reps=1, exact_kernels=[],
-                           exact_num_permutations=2))
+                           exact_num_permutations=2, exact_reps=1))
   assert len(records) == 1
   rec = records[0]
   assert rec["kernel"] == "soft_wpmi" and rec["pooled"]

@@ -30,7 +30,8 @@ PRESETS = {
         "reps": 3,
         # Kernels on the exact path (B re-runs), timed with fewer draws.
         "exact_kernels": ["cos_similarity"],
-        "exact_num_permutations": 5,
+        "exact_num_permutations": 3,
+        "exact_reps": 2,
     },
     "quick": {
         "sizes": [(1000, 64, 500)],
@@ -38,7 +39,8 @@ PRESETS = {
         "num_permutations": 20,
         "reps": 2,
         "exact_kernels": ["cos_similarity"],
-        "exact_num_permutations": 5,
+        "exact_num_permutations": 3,
+        "exact_reps": 1,
     },
 }
 
@@ -147,10 +149,10 @@ def _run_one(kernel, n, k, m, num_permutations, reps) -> dict:
 
 
 def run(sizes, kernels, num_permutations, reps, exact_kernels,
-        exact_num_permutations) -> Iterator[dict]:
+        exact_num_permutations, exact_reps) -> Iterator[dict]:
   """Yields one record per (size, kernel)."""
   for n, k, m in sizes:
     for kernel in kernels:
       yield _run_one(kernel, n, k, m, num_permutations, reps)
     for kernel in exact_kernels:
-      yield _run_one(kernel, n, k, m, exact_num_permutations, 1)
+      yield _run_one(kernel, n, k, m, exact_num_permutations, exact_reps)
