@@ -16,8 +16,9 @@ null="neuron" (default): the null of neuron k permutes column k of A alone
 (equivalently P's rows against that neuron), all other neurons keep their
 pairing with P. H0_k: neuron k's activations are exchangeable over images
 independently of P and of the other neurons.
-- soft_wpmi, wpmi: a neuron's likelihood L[k, :] depends on A only through
-  its ordered top_k image list, which under a uniform permutation is a
+- soft_wpmi, wpmi (kernels registered with a top_k, `Kernel.uses_top_k`):
+  a neuron's likelihood L[k, :] depends on A only through its ordered top_k
+  image list, which under a uniform permutation is a
   uniformly random ordered subset of the images, the same distribution for
   every neuron. So a pool of R null neurons (the kernel on R rows of
   random keys over the images, sharing Q = softmax(a P) with the observed
@@ -78,9 +79,6 @@ from jax_dissect import similarity
 
 # Default number of pool null neurons of the pooled (soft_)wpmi null.
 DEFAULT_POOL_SIZE = 4096
-# Kernels whose per-neuron likelihood depends on A only through each
-# neuron's ordered top_k image list (the pooled null applies).
-POOLED_KERNELS = ("soft_wpmi", "wpmi")
 NULLS = ("neuron", "layer")
 
 
@@ -140,19 +138,6 @@ def bh_qvalues(p_values: Any) -> np.ndarray:
   out[order] = ranked
   q[ok] = out
   return q
-
-
-@functools.lru_cache(maxsize=32)
-def _plan(name: str, n: int, k: int, m: int, chunk_size: int | None,
-          hyper: tuple) -> similarity.KernelPlan:
-  """The kernel's plan, cached so that repeated calls compile once.
-
-  rank_reorder's plan only checks that a key is given; the real key is
-  passed at run time in the kernel context.
-  """
-  extra = {"key": jax.random.key(0)} if name == "rank_reorder" else {}
-  return similarity.plan_kernel(name, n, k, m, chunk_size=chunk_size,
-                                **dict(hyper), **extra)
 
 
 def _map_rows(fn, rows: Any, chunk: int) -> jax.Array:
@@ -346,11 +331,12 @@ def label_pvalues(activations: Any, concept_activations: Any,
   Args:
     activations: (N, K) activations.
     concept_activations: (N, M) P.
-    similarity_fn: the run's kernel, a key of similarity.SIMILARITY_FNS.
+    similarity_fn: the run's kernel, a registered name (similarity.names()).
     num_permutations: B >= 1 null draws per neuron.
-    seed: seed of the null (jax.random) and of rank_reorder's key when
-      kernel_kwargs has none (as similarity.fit_kwargs does).
-    kernel_kwargs: the kernel's hyper-parameters (as the run used them).
+    seed: seed of the null (jax.random) and of a keyed kernel's key when
+      kernel_kwargs has none (similarity.fit_hyper).
+    kernel_kwargs: the kernel's hyper-parameters (as the run used them); a
+      top_k larger than N is lowered to N, as similarity.compute does.
     labels: optional (K,) int labels to test; default argmax_m S[k, m].
     null: "neuron" (default) or "layer".
     pool_size: pool null neurons R of the pooled null (soft_wpmi, wpmi with
@@ -361,26 +347,19 @@ def label_pvalues(activations: Any, concept_activations: Any,
     LabelPValues with (K,) labels, scores, p_values, q_values and (K, B)
     null_scores.
   """
-  if similarity_fn not in similarity.SIMILARITY_FNS:
-    raise ValueError(f"unknown similarity_fn {similarity_fn!r}; allowed: "
-                     f"{sorted(similarity.SIMILARITY_FNS)}")
+  kernel = similarity.get_kernel(similarity_fn)
   num_draws = _check_positive_int(num_permutations, "num_permutations")
   if null not in NULLS:
     raise ValueError(f"unknown null {null!r}; allowed: {list(NULLS)}")
   act, p = similarity.validate_inputs(activations, concept_activations)
   n, k = act.shape
   m = p.shape[1]
-  hyper = similarity.fit_kwargs(similarity_fn, n, kernel_kwargs or {}, seed)
-  # rank_reorder's key is passed at run time; other kernels take none.
-  kernel_key = (hyper.pop("key") if similarity_fn == "rank_reorder" else
-                jax.random.key(0))
-  try:
-    hyper_items = tuple(sorted(hyper.items()))
-    hash(hyper_items)
-    plan = _plan(similarity_fn, n, k, m, chunk_size, hyper_items)
-  except TypeError as e:  # An unexpected keyword or unhashable value.
-    raise ValueError(f"bad kernel_kwargs for {similarity_fn}: {e}") from e
-  pooled = null == "neuron" and similarity_fn in POOLED_KERNELS
+  hyper = similarity.fit_hyper(similarity_fn, n, kernel_kwargs, seed)
+  # Cached per shapes and hyper-parameters; the key (rank_reorder's, or a
+  # dummy) is passed at run time.
+  plan, kernel_key = similarity.resolve_plan(similarity_fn, n, k, m,
+                                             chunk_size=chunk_size, **hyper)
+  pooled = null == "neuron" and kernel.uses_top_k
   if pooled:
     if pool_size is None:
       pool_size = min(k * num_draws, max(num_draws, DEFAULT_POOL_SIZE))

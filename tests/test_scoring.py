@@ -151,17 +151,17 @@ def test_null_score_formula_equals_kernel_rerun(layer, name, kwargs):
   num_neurons = a.shape[1]
   lam = kwargs.get("lam", {"soft_wpmi": 1.0, "wpmi": 0.6}[name])
   # lam=0 makes S the likelihood L before the prior.
-  ll = np.asarray(similarity.run_similarity(name, a, p, **{**kwargs,
-                                                           "lam": 0.0}))
+  ll = np.asarray(similarity.compute(name, a, p, devices=1,
+                                     **{**kwargs, "lam": 0.0}))
   loo = significance.leave_one_out_logsumexp(ll)
   rng = np.random.default_rng(3)
   for k in (0, 70):
     a2 = a.copy()
     a2[:, k] = a[rng.permutation(a.shape[0]), k]
-    rerun = np.max(np.asarray(similarity.run_similarity(name, a2, p,
-                                                        **kwargs))[k])
-    x = np.asarray(similarity.run_similarity(name, a2[:, [k]], p,
-                                             **{**kwargs, "lam": 0.0}))[0]
+    rerun = np.max(np.asarray(similarity.compute(name, a2, p, devices=1,
+                                                 **kwargs))[k])
+    x = np.asarray(similarity.compute(name, a2[:, [k]], p, devices=1,
+                                      **{**kwargs, "lam": 0.0}))[0]
     formula = float(significance.null_best_score(x, loo[k], lam,
                                                  num_neurons))
     np.testing.assert_allclose(formula, rerun, rtol=2e-6, atol=2e-4)
@@ -223,11 +223,12 @@ def test_given_labels_and_seeds(layer):
     ({"num_permutations": -3}, "num_permutations must be an int >= 1"),
     ({"num_permutations": 2.5}, "num_permutations must be an int >= 1"),
     ({"num_permutations": True}, "num_permutations must be an int >= 1"),
-    ({"similarity_fn": "cosine"}, "unknown similarity_fn 'cosine'"),
+    ({"similarity_fn": "cosine"}, "unknown similarity function 'cosine'"),
     ({"null": "global"}, "unknown null 'global'"),
     ({"pool_size": 5}, "pool_size=5 must be >= num_permutations=10"),
     ({"labels": np.zeros(3, int)}, r"labels must be \(4,\) ints"),
-    ({"kernel_kwargs": {"top_q": 3}}, "bad kernel_kwargs for soft_wpmi"),
+    ({"kernel_kwargs": {"top_q": 3}},
+     r"soft_wpmi has no hyper-parameter\(s\) \['top_q'\]"),
 ])
 def test_label_pvalues_bad_input(kwargs, match):
   rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Label p-values (B permutations) against one labeling of the same layer.
 
 Each case runs in a fresh spawned process (its own peak RSS). In it, one
-labeling (similarity.run_similarity, input validation included) and
+labeling (similarity.compute on one device, input validation included) and
 significance.label_pvalues are timed alternately, `reps` warm calls each
 (compilation excluded), best kept; then the stages of the pooled null are
 timed once each (warm) to show where the time goes.
@@ -61,15 +61,13 @@ def _timed(fn) -> float:
 
 def _stages(kernel: str, a, p, num_permutations: int) -> dict:
   """Seconds of each stage of the pooled null (warm, one call each)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from jax_dissect import significance  # pylint: disable=g-import-not-at-top
   from jax_dissect import similarity  # pylint: disable=g-import-not-at-top
   # pylint: disable=protected-access
   n, k = a.shape
   m = p.shape[1]
-  hyper = tuple(sorted(similarity.fit_kwargs(kernel, n, {}).items()))
-  plan = significance._plan(kernel, n, k, m, None, hyper)
-  key = jax.random.key(0)
+  plan, key = similarity.resolve_plan(kernel, n, k, m,
+                                     **similarity.fit_hyper(kernel, n, {}))
   pool_size = min(k * num_permutations,
                   max(num_permutations, significance.DEFAULT_POOL_SIZE))
   chunk = int(min(k, significance._null_chunk(m)))
@@ -108,10 +106,8 @@ def _measure(kernel: str, n: int, k: int, m: int, num_permutations: int,
 
   load_before = os.getloadavg()
   a, p = (jnp.asarray(x) for x in _inputs(n, k, m))
-  kw = similarity.fit_kwargs(kernel, n, {})
-
   def label():
-    return similarity.run_similarity(kernel, a, p, **kw)
+    return similarity.compute(kernel, a, p, devices=1)
 
   def pvalues():
     return significance.label_pvalues(
@@ -123,7 +119,7 @@ def _measure(kernel: str, n: int, k: int, m: int, num_permutations: int,
   for _ in range(reps):  # Alternate, so that both see the same load.
     label_s = min(label_s, _timed(label))
     pvalues_s = min(pvalues_s, _timed(pvalues))
-  pooled = kernel in significance.POOLED_KERNELS
+  pooled = similarity.get_kernel(kernel).uses_top_k
   rec = {
       "label_s": label_s, "pvalues_s": pvalues_s,
       "ratio": pvalues_s / label_s, "pooled": pooled,
