@@ -16,7 +16,7 @@ import abc
 import dataclasses
 import hashlib
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -47,6 +47,11 @@ class ProbeSet(abc.ABC):
 
   def __len__(self) -> int:
     return len(self.ids)
+
+  def path(self, index: int) -> str | None:
+    """The file image `index` is read from, or None (e.g. a TFDS record)."""
+    del index
+    return None
 
   def describe(self) -> str:
     return f"{type(self).__name__}({len(self)} images)"
@@ -86,6 +91,9 @@ class ImageFolder(ProbeSet):
 
   def load(self, index: int) -> Image.Image:
     return preprocess.load_rgb(self.paths[index])
+
+  def path(self, index: int) -> str:
+    return self.paths[index]
 
   def fingerprint(self) -> str:
     entries = []
@@ -195,6 +203,10 @@ class UnionProbeSet(ProbeSet):
     p_i, j = self._index[index]
     return self.parts[p_i].load(j)
 
+  def path(self, index: int) -> str | None:
+    p_i, j = self._index[index]
+    return self.parts[p_i].path(j)
+
   def fingerprint(self) -> str:
     return cache_lib.fingerprint("union",
                                  [p.fingerprint() for p in self.parts])
@@ -217,6 +229,9 @@ class Subset(ProbeSet):
 
   def load(self, index: int) -> Image.Image:
     return self.base.load(self.indices[index])
+
+  def path(self, index: int) -> str | None:
+    return self.base.path(self.indices[index])
 
   def fingerprint(self) -> str:
     return cache_lib.fingerprint("subset", self.base.fingerprint(),
@@ -319,3 +334,27 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
                                   "<spec>+<spec>", "<existing directory>"]
   raise ValueError(f"unknown probe data set {spec!r}; valid: "
                    f"{', '.join(valid)}")
+
+
+def probe_set_from_options(options: Mapping[str, Any], *,
+                           tfds_download: bool = True) -> ProbeSet:
+  """The probe set describe_neurons' options name, before unreadable images
+  are dropped.
+
+  Args:
+    options: a run's options (a dict or ConfigDict): d_probe,
+      tfds_data_dir, tfds_manual_dir, broden_dir and max_images (use only
+      the first max_images images; 0 or absent: all).
+    tfds_download: download and prepare a TFDS data set that is missing.
+
+  Returns:
+    The probe set.
+  """
+  probe = make_probe_set(
+      options["d_probe"], tfds_data_dir=options.get("tfds_data_dir"),
+      tfds_manual_dir=options.get("tfds_manual_dir"),
+      tfds_download=tfds_download, broden_dir=options.get("broden_dir"))
+  max_images = options.get("max_images") or 0
+  if max_images and max_images < len(probe):
+    probe = Subset(probe, range(max_images))
+  return probe

@@ -160,11 +160,7 @@ def _scan_probe(probe: data_lib.ProbeSet, cache: cache_lib.ArrayCache,
 
 
 def _probe_set(config, cache, stages) -> tuple[data_lib.ProbeSet, list[str]]:
-  probe = data_lib.make_probe_set(
-      config.d_probe, tfds_data_dir=config.tfds_data_dir,
-      tfds_manual_dir=config.tfds_manual_dir, broden_dir=config.broden_dir)
-  if config.max_images and config.max_images < len(probe):
-    probe = data_lib.Subset(probe, range(config.max_images))
+  probe = data_lib.probe_set_from_options(config)
   probe, skipped = stages.run("probe_scan", lambda: _scan_probe(
       probe, cache, config.strict))
   if not len(probe):
