@@ -78,6 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.tfds_data_dir = ml_collections.config_dict.placeholder(str)
   c.tfds_manual_dir = ml_collections.config_dict.placeholder(str)
   c.broden_dir = ml_collections.config_dict.placeholder(str)
+  # After labelling, run the scoring analysis (simulation scores, p- and
+  # q-values of every label; analysis/explanation_scores.csv) with its
+  # default options.
+  c.score_labels = False
   return c
 
 
@@ -124,6 +128,7 @@ def _full_config(config) -> ml_collections.ConfigDict:
   options.integer("batch_size", full.batch_size, minimum=1)
   options.integer("max_images", full.max_images, minimum=0)
   options.integer("shard_images", full.shard_images, minimum=1)
+  options.choice("score_labels", full.score_labels, (False, True))
   return full
 
 
@@ -415,6 +420,8 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   # Plan (and so validate) the kernel before any expensive stage.
   similarity.plan_kernel(config.similarity_fn, len(probe), 1, len(concepts),
                          **kwargs)
+  if config.score_labels:
+    _check_score_labels(len(probe))
 
   # 2. The target and its layer names, checked before any long stage.
   target = _Target(config, cache, probe, layers, stages)
@@ -447,7 +454,31 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
                         arrays=arrays, skipped_images=skipped)
   logging.info("wrote %s (%d layers, %d neurons)", config.result_dir,
                len(layers), len(neurons))
-  return results_lib.Run(path=result_dir, neurons=neurons,
-                         config=config_dict, concepts=concepts,
-                         image_ids=image_ids, arrays=arrays,
-                         skipped_images=skipped)
+  run = results_lib.Run(path=result_dir, neurons=neurons,
+                        config=config_dict, concepts=concepts,
+                        image_ids=image_ids, arrays=arrays,
+                        skipped_images=skipped)
+  if config.score_labels:
+    stages.run("score_labels", lambda: _score_labels(run))
+  return run
+
+
+def _check_score_labels(num_images: int) -> None:
+  """The scoring analysis' default split must leave enough held-out images."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  from jax_dissect import scoring  # pylint: disable=g-import-not-at-top
+  config = analyses.make_config("scoring")
+  try:
+    scoring.split_indices(num_images, config.split, config.seed)
+  except ValueError as e:
+    raise ValueError(f"score_labels: {e}") from None
+
+
+def _score_labels(run: results_lib.Run) -> None:
+  """Runs the scoring analysis on the run; writes <run>/analysis."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  output = analyses.run("scoring", run)
+  paths = results_lib.write_analysis(output, run.analysis_dir())
+  for line in output.summary:
+    logging.info("score_labels: %s", line)
+  logging.info("wrote %s", ", ".join(paths.values()))
