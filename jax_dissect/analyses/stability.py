@@ -265,8 +265,8 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
       tables={
           "stability": results_lib.Table(
               rows, "Label stability per neuron", per_neuron=True,
-              neuron_columns=("agreement", "score_ci_low", "score_ci_high",
-                              "kept_under_noise")),
+              neuron_columns=("agreement", "score_ci_low", "score_ci_high")
+              + (() if noisy is None else ("kept_under_noise",))),
           "stability_summary": results_lib.Table(
               summaries, "Label stability per layer", json=True),
       },
