@@ -106,6 +106,7 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
                    "--similarity_fns=soft_wpmi,wpmi"],
       "profile": ["--categorizer=clip"],
       "stability": ["--num_resamples=2", "--layers=layer4"],
+      "scoring": ["--num_permutations=20", "--layers=layer4"],
       "compositional": ["--layer=layer4", "--units=0,7", "--num_singles=5",
                         "--top_n=2"],
       # Cheap plug-in models (tests/dnd_testing.py); tests/test_dnd_analysis.py
@@ -121,12 +122,16 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
     assert proc.returncode == 0, (name, proc.stderr[-3000:])
   analysis = cwd / "results" / "smoke" / "analysis"
   for f in ("evaluation.csv", "profile.png", "stability.csv",
+            "explanation_scores.csv",
             "compositional.csv", "evaluate.outputs.json", "dnd.csv"):
     assert (analysis / f).exists(), f
   # One-line errors for bad flags.
   bad = [
       ("stability", ["--layers=layer9"], "layer 'layer9' is not in"),
       ("stability", ["--num_resamples=0"], "num_resamples=0 must be >= 1"),
+      ("scoring", ["--num_permutations=0"],
+       "num_permutations=0 must be >= 1"),
+      ("scoring", ["--split=0.005"], "leaves 5 held-out images"),
       ("compositional", ["--layer=layer4", "--units=abc"],
        "units='abc' is not an integer"),
       ("compositional", ["--layer=layer4", "--units=1", "--top_n=0"],
