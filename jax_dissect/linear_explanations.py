@@ -70,6 +70,9 @@ DEFAULTS = {
 DEFAULT_CHUNK = 256
 # Concepts per block when building the standardized presences.
 _CONCEPT_BLOCK = 2048
+# A presence column whose standard deviation on the fit half is below this
+# (saturated: a, b do not suit the CLIP model's P) is treated as constant.
+MIN_PRESENCE_SD = 1e-5
 # Power-iteration steps for the Lipschitz constant of the elastic net.
 _POWER_STEPS = 30
 
@@ -157,12 +160,14 @@ def check_options(**options: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
-def _column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and standard deviation (1 where 0) of the columns of (n, d) x."""
+def _column_stats(x: np.ndarray, min_sd: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Mean, standard deviation (1 where <= min_sd) and constant columns."""
   mean = x.mean(0, dtype=np.float64)
   sd = x.std(0, dtype=np.float64)
-  return mean.astype(np.float32), np.where(sd > 0, sd, 1.0).astype(
-      np.float32)
+  constant = sd <= min_sd
+  return (mean.astype(np.float32),
+          np.where(constant, 1.0, sd).astype(np.float32), constant)
 
 
 @jax.jit
@@ -198,10 +203,11 @@ def prepare(concept_activations: Any, *, a: float, b: float, seed: int,
     hi = min(m, lo + _CONCEPT_BLOCK)
     block = np.asarray(concept_activations[:, lo:hi], np.float32)
     c = np.asarray(_block_presence(block, jnp.float32(a), jnp.float32(b)))
-    mu, sd = _column_stats(c[fit])
+    mu, sd, constant = _column_stats(c[fit], MIN_PRESENCE_SD)
     mean[lo:hi], scale[lo:hi] = mu, sd
-    fit_t[lo:hi] = ((c[fit] - mu) / sd).T
-    held_t[lo:hi] = ((c[heldout] - mu) / sd).T
+    keep = np.float32(1.0) - constant.astype(np.float32)  # Zero constants.
+    fit_t[lo:hi] = ((c[fit] - mu) / sd * keep).T
+    held_t[lo:hi] = ((c[heldout] - mu) / sd * keep).T
   fit_j = jnp.asarray(fit_t)
   del fit_t
   held_j = jnp.asarray(held_t)
@@ -236,7 +242,7 @@ def standardize_activations(activations: np.ndarray, fit: np.ndarray,
   """
   act = np.asarray(activations, np.float32)
   af, ah = act[fit], act[heldout]
-  mu, sd = _column_stats(af)
+  mu, sd, _ = _column_stats(af)
   constant = (af.max(0) == af.min(0)) | (ah.max(0) == ah.min(0))
   return (af - mu) / sd, (ah - mu) / sd, constant
 
