@@ -10,15 +10,18 @@ search runs for a whole layer at once, chunked over neurons:
    half H. Activations (N, K) and presences (N, M) are standardized per
    column with the mean and standard deviation of F (a column constant on F
    keeps its offset and gets scale 1).
-2. Rank (`elastic_net`). An elastic net of every neuron on all M concepts,
-   on F:  min_W 1/(2|F|) ||Y - Z W||^2 + lam (alpha |W|_1 +
-   (1 - alpha)/2 ||W||^2), solved by FISTA (accelerated proximal gradient:
+2. Rank (`elastic_net`). An elastic net of each neuron on the concepts,
+   on F:  min_w 1/(2|F|) ||y - Z w||^2 + lam (alpha |w|_1 +
+   (1 - alpha)/2 ||w||^2), solved by FISTA (accelerated proximal gradient:
    an optax.sgd step of size 1/Lip, then soft-thresholding) for `en_steps`
-   steps from W = 0, all neurons of a chunk in one matrix product. Each
-   neuron's candidates are its concepts ordered by |W| (non-zero weights
-   first), ties and zeros by |correlation with the neuron| on F; only the
-   first width * max_length are kept (the greedy search never looks
-   further).
+   steps from w = 0 over the neuron's `screen` concepts of largest
+   |correlation| (all neurons of a chunk at once, on their Gram matrices).
+   The full gradient at that solution is then taken over all M concepts
+   (two matrix products for the chunk). Each neuron's candidates are its
+   concepts with non-zero weight, by |w|, then the others by |gradient|
+   (the KKT violation: how much the full net wants them in; with
+   screen = M the net is the exact full-concept fit). Only the first
+   width * max_length are kept (the greedy search never looks further).
 3. Greedy forward selection (`greedy_search`), vmapped over neurons and
    candidates. A neuron starts with no concepts and held-out correlation 0.
    Each step tries the next `width` best-ranked concepts that are neither
@@ -62,7 +65,8 @@ DEFAULTS = {
     "tolerance": 0.02,
     "lam": 0.05,
     "alpha": 0.99,
-    "en_steps": 30,
+    "en_steps": 200,
+    "screen": 200,
     "adam_steps": 100,
     "learning_rate": 0.3,
 }
@@ -115,14 +119,12 @@ class Design:
     held_t: float32 (M, H) the held-out half, with the fit half's statistics.
     mean: float32 (M,) presence mean on the fit half.
     scale: float32 (M,) presence standard deviation on F (1 if 0).
-    lipschitz: Lipschitz constant of the elastic net's smooth part.
     fit: int64 (|F|,) image indices; heldout: int64 (H,).
   """
   fit_t: jax.Array
   held_t: jax.Array
   mean: np.ndarray
   scale: np.ndarray
-  lipschitz: float
   fit: np.ndarray
   heldout: np.ndarray
 
@@ -134,7 +136,7 @@ def check_options(**options: Any) -> dict[str, Any]:
     raise ValueError(f"unknown option(s) {unknown}; allowed: "
                      f"{', '.join(DEFAULTS)}")
   out = {**DEFAULTS, **options}
-  for name in ("width", "max_length", "en_steps", "adam_steps"):
+  for name in ("width", "max_length", "en_steps", "screen", "adam_steps"):
     v = out[name]
     if (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or
         v < (0 if name == "en_steps" else 1)):
@@ -212,23 +214,8 @@ def prepare(concept_activations: Any, *, a: float, b: float, seed: int,
   del fit_t
   held_j = jnp.asarray(held_t)
   del held_t
-  lip = float(_lipschitz(fit_j))
   return Design(fit_t=fit_j, held_t=held_j, mean=mean, scale=scale,
-                lipschitz=lip, fit=fit, heldout=heldout)
-
-
-@jax.jit
-def _lipschitz(fit_t: jax.Array) -> jax.Array:
-  """Largest eigenvalue of Z^T Z / |F| by power iteration (x 1.05)."""
-  n = fit_t.shape[1]
-  v = jnp.ones((n,), jnp.float32) / math.sqrt(n)
-
-  def body(_, v):
-    w = fit_t.T @ (fit_t @ v)
-    return w / jnp.linalg.norm(w)
-
-  v = jax.lax.fori_loop(0, _POWER_STEPS, body, v)
-  return 1.05 * jnp.linalg.norm(fit_t.T @ (fit_t @ v)) / n
+                fit=fit, heldout=heldout)
 
 
 def standardize_activations(activations: np.ndarray, fit: np.ndarray,
@@ -252,33 +239,65 @@ def standardize_activations(activations: np.ndarray, fit: np.ndarray,
 # ----------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "num_ranked"))
-def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lipschitz: jax.Array,
-                lam: jax.Array, alpha: jax.Array, *, steps: int,
+def _power_lipschitz(gram: jax.Array) -> jax.Array:
+  """Largest eigenvalue (x 1.05) of each (J, J) Gram in a (c, J, J) batch."""
+  v = jnp.ones(gram.shape[:2], jnp.float32)
+
+  def body(_, v):
+    w = jnp.einsum("cij,cj->ci", gram, v)
+    return w / jnp.maximum(jnp.linalg.norm(w, axis=1, keepdims=True), 1e-30)
+
+  v = jax.lax.fori_loop(0, _POWER_STEPS, body, v)
+  return 1.05 * jnp.linalg.norm(jnp.einsum("cij,cj->ci", gram, v), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "screen",
+                                             "num_ranked"))
+def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
+                alpha: jax.Array, *, steps: int, screen: int,
                 num_ranked: int) -> tuple[jax.Array, jax.Array]:
   """Elastic-net weights of a chunk of neurons and their candidate ranking.
+
+  Each neuron's net is solved on its `screen` concepts of largest
+  |correlation| (FISTA on their Gram matrix, all neurons of the chunk at
+  once); the gradient of the full objective at that solution is then
+  computed for all M concepts, and concepts outside the solution's support
+  are ranked by its magnitude (the KKT violation: how much the objective
+  wants them in).
 
   Args:
     fit_t: (M, |F|) standardized presence of the fit half.
     y_fit: (|F|, c) standardized activations of c neurons.
-    lipschitz: Lipschitz constant of the smooth part's gradient (without
-      the ridge term).
     lam: penalty strength.
     alpha: L1 share of the penalty.
     steps: FISTA steps.
-    num_ranked: candidates kept per neuron.
+    screen: concepts per neuron in the net (J, <= M).
+    num_ranked: candidates kept per neuron (R, <= M).
 
   Returns:
-    (weights (M, c), ranked (c, num_ranked) int32 concept indices).
+    (weights (M, c), zero outside the screened concepts; ranked (c, R)
+    int32 concept indices: non-zero weights by |weight|, then the rest by
+    |gradient|).
   """
-  n = fit_t.shape[1]
-  corr = fit_t @ y_fit / n  # (M, c): minus the gradient at W = 0.
-  lip = lipschitz + lam * (1.0 - alpha)
-  threshold = lam * alpha / lip
-  opt = optax.sgd(1.0 / lip)
+  m, n = fit_t.shape
+  c = y_fit.shape[1]
+  hi = jax.lax.Precision.HIGHEST
+  corr = jnp.matmul(fit_t, y_fit, precision=hi) / n  # (M, c)
+  _, idx = jax.lax.top_k(jnp.abs(corr).T, screen)  # (c, J)
+
+  def gram_one(idx_k):
+    x = fit_t[idx_k]  # (J, n)
+    return jnp.matmul(x, x.T, precision=hi) / n
+
+  gram = jax.lax.map(gram_one, idx)  # (c, J, J)
+  cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
+  ridge = lam * (1.0 - alpha)
+  lip = _power_lipschitz(gram) + ridge  # (c,)
+  threshold = (lam * alpha / lip)[:, None]
+  opt = optax.sgd(1.0 / lip[:, None])
 
   def grad(w):
-    return fit_t @ (fit_t.T @ w) / n - corr + lam * (1.0 - alpha) * w
+    return jnp.einsum("cij,cj->ci", gram, w, precision=hi) - cross + ridge * w
 
   def body(_, carry):
     w, z, t, state = carry
@@ -289,12 +308,23 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lipschitz: jax.Array,
     z = w_new + ((t - 1.0) / t_new) * (w_new - w)
     return w_new, z, t_new, state
 
-  w0 = jnp.zeros_like(corr)
-  w, _, _, _ = jax.lax.fori_loop(
+  w0 = jnp.zeros_like(cross)
+  w_s, _, _, _ = jax.lax.fori_loop(
       0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))
-  key = jnp.where(w != 0, 2.0 + jnp.abs(w), jnp.abs(corr))
-  _, ranked = jax.lax.top_k(key.T, num_ranked)
-  return w, ranked.astype(jnp.int32)
+  weights = jnp.zeros((c, m), jnp.float32).at[
+      jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
+  fitted = jnp.matmul(fit_t.T, weights.T, precision=hi)  # (|F|, c)
+  full_grad = (jnp.matmul(fit_t, fitted, precision=hi) / n - corr).T
+  nonzero = weights != 0
+  k_nz = jnp.where(nonzero, jnp.abs(weights), -1.0)
+  k_z = jnp.where(nonzero, -1.0, jnp.abs(full_grad + ridge * weights))
+  _, first = jax.lax.top_k(k_nz, num_ranked)
+  _, rest = jax.lax.top_k(k_z, num_ranked)
+  count = jnp.minimum(jnp.sum(nonzero, axis=1), num_ranked)[:, None]
+  pos = jnp.arange(num_ranked)[None, :]
+  ranked = jnp.where(pos < count, first, jnp.take_along_axis(
+      rest, jnp.maximum(pos - count, 0), axis=1))
+  return weights.T, ranked.astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------
@@ -460,9 +490,10 @@ def explain_chunk(design: Design, y_fit: np.ndarray, y_held: np.ndarray,
                    options["width"] * options["max_length"])
   yf = jnp.asarray(y_fit)
   _, ranked = elastic_net(
-      design.fit_t, yf, jnp.float32(design.lipschitz),
-      jnp.float32(options["lam"]), jnp.float32(options["alpha"]),
-      steps=options["en_steps"], num_ranked=num_ranked)
+      design.fit_t, yf, jnp.float32(options["lam"]),
+      jnp.float32(options["alpha"]), steps=options["en_steps"],
+      screen=min(design.fit_t.shape[0], options["screen"]),
+      num_ranked=num_ranked)
   out = greedy_search(
       ranked, yf, jnp.asarray(y_held), design.fit_t, design.held_t,
       jnp.float32(options["tolerance"]),
@@ -487,7 +518,7 @@ def linear_explanations(activations: Any, concept_activations: Any, *,
     b: presence offset.
     seed: seed of the fit/held-out split (scoring.split_indices "half").
     chunk_size: neurons per chunk: memory O(M * chunk) for the elastic net.
-    **options: width, max_length, tolerance, lam, alpha, en_steps,
+    **options: width, max_length, tolerance, lam, alpha, en_steps, screen,
       adam_steps, learning_rate (DEFAULTS).
 
   Returns:

@@ -103,8 +103,12 @@ def test_elastic_net_matches_sklearn():
   design = le.prepare(p, a=58.0, b=-0.25, seed=0, num_images=400)
   y_fit, _, _ = le.standardize_activations(act, design.fit, design.heldout)
   w, ranked = le.elastic_net(
-      design.fit_t, jnp.asarray(y_fit), jnp.float32(design.lipschitz),
-      jnp.float32(0.05), jnp.float32(0.99), steps=3000, num_ranked=10)
+      design.fit_t, jnp.asarray(y_fit), jnp.float32(0.05),
+      jnp.float32(0.99), steps=3000, screen=50, num_ranked=10)
+  # Screened to each neuron's 15 best-correlated concepts: same support.
+  _, ranked15 = le.elastic_net(
+      design.fit_t, jnp.asarray(y_fit), jnp.float32(0.05),
+      jnp.float32(0.99), steps=3000, screen=15, num_ranked=10)
   x = np.asarray(design.fit_t).T.astype(np.float64)
   for k in range(3):
     ref = linear_model.ElasticNet(alpha=0.05, l1_ratio=0.99,
@@ -114,6 +118,8 @@ def test_elastic_net_matches_sklearn():
     nonzero = np.flatnonzero(np.abs(ref.coef_) > 1e-2)
     top = np.argsort(-np.abs(ref.coef_))[:len(nonzero)]
     assert set(np.asarray(ranked)[k, :len(nonzero)].tolist()) == set(
+        top.tolist())
+    assert set(np.asarray(ranked15)[k, :len(nonzero)].tolist()) == set(
         top.tolist())
 
 
@@ -172,9 +178,9 @@ def test_greedy_search_matches_a_numpy_reference():
   y_fit, y_held, _ = le.standardize_activations(act, design.fit,
                                                 design.heldout)
   _, ranked = le.elastic_net(
-      design.fit_t, jnp.asarray(y_fit), jnp.float32(design.lipschitz),
-      jnp.float32(opts["lam"]), jnp.float32(opts["alpha"]),
-      steps=opts["en_steps"], num_ranked=20)
+      design.fit_t, jnp.asarray(y_fit), jnp.float32(opts["lam"]),
+      jnp.float32(opts["alpha"]), steps=opts["en_steps"],
+      screen=min(80, opts["screen"]), num_ranked=20)
   concepts, _, _, corr, lengths = le.explain_chunk(design, y_fit, y_held,
                                                    opts)
   zf = np.asarray(design.fit_t).T
