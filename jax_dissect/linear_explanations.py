@@ -531,7 +531,8 @@ def linear_explanations(activations: Any, concept_activations: Any, *,
     raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1")
   if (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
     raise ValueError(f"seed={seed!r} must be an int")
-  act = _checked(activations, "activations", "N images, K neurons")
+  act = np.asarray(scoring._as_matrix(  # pylint: disable=protected-access
+      activations, "activations", "N images, K neurons"))
   p_shape = np.shape(concept_activations)
   if len(p_shape) != 2 or 0 in p_shape:
     raise ValueError("concept_activations must be a non-empty 2-D array "
@@ -567,18 +568,3 @@ def linear_explanations(activations: Any, concept_activations: Any, *,
       bias=bias.astype(np.float32), correlation=corr.astype(np.float32),
       lengths=lengths.astype(np.int32), fit=design.fit,
       heldout=design.heldout)
-
-
-def _checked(x: Any, name: str, dims: str) -> np.ndarray:
-  try:
-    x = np.asarray(x, np.float32)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{name} must be a numeric 2-D array ({dims})") from e
-  if x.ndim != 2 or 0 in x.shape:
-    raise ValueError(f"{name} must be a non-empty 2-D array ({dims}); got "
-                     f"shape {x.shape}")
-  if not np.all(np.isfinite(x)):
-    raise ValueError(f"{name} contains NaN or inf values; all values must "
-                     "be finite")
-  return x
-
