@@ -358,22 +358,31 @@ def pool_output(value: Any, pool: str = "avg", layer: str = "output",
       f"{_rank_hint(tuple(value.shape))}")
 
 
+def _record_layers(static: Any, variables: Any, images: Any,
+                   layers: tuple[str, ...], apply_fn: Callable | None,
+                   apply_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """`_record` of exactly `layers`; an unknown one raises a ValueError
+  listing the valid layers, nearest first. Called inside a traced function."""
+  found = _record(static, variables, images, frozenset(layers), apply_fn,
+                  apply_kwargs)
+  missing = [l for l in layers if l not in found]
+  if missing:
+    valid = list(_list_layers(static, variables, images.shape, images.dtype,
+                              apply_fn, apply_kwargs))
+    raise unknown_layer_error(missing, valid)
+  return found
+
+
 @functools.lru_cache(maxsize=32)
 def _capture_fn(static: _Static, layers: tuple[str, ...], pool: str,
                 token_pool: str, apply_fn: Callable | None,
                 apply_items: tuple[tuple[str, Any], ...]):
   """A jitted (variables, images) -> {layer: (B, C)} for these settings."""
-  wanted = frozenset(layers)
   apply_kwargs = dict(apply_items)
 
   def capture(variables, images):
-    found = _record(static.value, variables, images, wanted, apply_fn,
-                    apply_kwargs)
-    missing = [l for l in layers if l not in found]
-    if missing:
-      valid = list(_list_layers(static.value, variables, images.shape,
-                                images.dtype, apply_fn, apply_kwargs))
-      raise unknown_layer_error(missing, valid)
+    found = _record_layers(static.value, variables, images, layers,
+                           apply_fn, apply_kwargs)
     return {l: pool_output(found[l], pool, l, token_pool) for l in layers}
 
   return jax.jit(capture)
@@ -430,13 +439,29 @@ def capture_pooled(module: Module, variables: Any, images: Any,
                         token_pool, apply_fn, apply_kwargs)
 
 
+@functools.lru_cache(maxsize=32)
+def _outputs_fn(static: _Static, layers: tuple[str, ...],
+                apply_fn: Callable | None,
+                apply_items: tuple[tuple[str, Any], ...]):
+  """A jitted (variables, images) -> {layer: unpooled output}."""
+  apply_kwargs = dict(apply_items)
+
+  def capture(variables, images):
+    found = _record_layers(static.value, variables, images, layers,
+                           apply_fn, apply_kwargs)
+    return {l: layer_array(found[l], l) for l in layers}
+
+  return jax.jit(capture)
+
+
 def capture_outputs(module: Module, variables: Any, images: Any,
                     layers: Sequence[str], *,
                     apply_fn: Callable | None = None,
                     **apply_kwargs) -> dict[str, jax.Array]:
-  """Unpooled outputs of `layers` for one batch (for inspection and tests).
+  """Unpooled outputs of `layers` for one batch (e.g. spatial maps).
 
-  Compiled on every call; use `capture_pooled` for probe sets.
+  Compiled once per (module, layers, apply_fn, apply_kwargs, input shape),
+  as `capture_pooled`; pad batches to one size to compile once.
 
   Args:
     module, variables, apply_fn, **apply_kwargs: as `capture_pooled`.
@@ -454,17 +479,9 @@ def capture_outputs(module: Module, variables: Any, images: Any,
   if not layers:
     raise ValueError("layers is empty; name at least one layer")
   static, variables = _split(module, variables)
-
-  def capture(v, x):
-    found = _record(static, v, x, frozenset(layers), apply_fn, apply_kwargs)
-    missing = [l for l in layers if l not in found]
-    if missing:
-      valid = list(_list_layers(static, v, x.shape, x.dtype, apply_fn,
-                                apply_kwargs))
-      raise unknown_layer_error(missing, valid)
-    return {l: layer_array(found[l], l) for l in layers}
-
-  outputs = jax.jit(capture)(variables, images)
+  fn = _outputs_fn(_Static(static), layers, apply_fn,
+                   tuple(sorted(apply_kwargs.items())))
+  outputs = fn(variables, images)
   return {l: outputs[l] for l in layers}
 
 

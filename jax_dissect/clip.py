@@ -276,6 +276,28 @@ def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
                              tokenizer_dir=tokenizer)
 
 
+def load_run_embedder(run_config: Mapping[str, Any]) -> "ClipEmbedder":
+  """The CLIP a describe_neurons run used, rebuilt from its config.json.
+
+  Hub ids, local directories and random CLIPs (same config, seed and
+  tokenizer) alike, so new embeddings land in the same space as the run's
+  cached ones. A tokenizer built from a BPE file is kept in the run's
+  activation_dir when that directory exists.
+
+  Args:
+    run_config: the run's options (results.Run.config): clip_model,
+      clip_seed, clip_tokenizer, clip_config, activation_dir.
+  """
+  work_dir = run_config.get("activation_dir")
+  if not work_dir or not os.path.isdir(work_dir):
+    work_dir = None
+  return load_embedder(
+      run_config.get("clip_model") or DEFAULT_MODEL,
+      seed=int(run_config.get("clip_seed", 0)),
+      tokenizer=run_config.get("clip_tokenizer") or "",
+      config_overrides=run_config.get("clip_config") or {}, work_dir=work_dir)
+
+
 # ---------------------------------------------------------------------------
 # Embedding.
 

@@ -16,7 +16,7 @@ import abc
 import dataclasses
 import hashlib
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -47,6 +47,11 @@ class ProbeSet(abc.ABC):
 
   def __len__(self) -> int:
     return len(self.ids)
+
+  def path(self, index: int) -> str | None:
+    """The file image `index` is read from, or None (e.g. a TFDS record)."""
+    del index
+    return None
 
   def describe(self) -> str:
     return f"{type(self).__name__}({len(self)} images)"
@@ -86,6 +91,9 @@ class ImageFolder(ProbeSet):
 
   def load(self, index: int) -> Image.Image:
     return preprocess.load_rgb(self.paths[index])
+
+  def path(self, index: int) -> str:
+    return self.paths[index]
 
   def fingerprint(self) -> str:
     entries = []
@@ -195,6 +203,10 @@ class UnionProbeSet(ProbeSet):
     p_i, j = self._index[index]
     return self.parts[p_i].load(j)
 
+  def path(self, index: int) -> str | None:
+    p_i, j = self._index[index]
+    return self.parts[p_i].path(j)
+
   def fingerprint(self) -> str:
     return cache_lib.fingerprint("union",
                                  [p.fingerprint() for p in self.parts])
@@ -217,6 +229,9 @@ class Subset(ProbeSet):
 
   def load(self, index: int) -> Image.Image:
     return self.base.load(self.indices[index])
+
+  def path(self, index: int) -> str | None:
+    return self.base.path(self.indices[index])
 
   def fingerprint(self) -> str:
     return cache_lib.fingerprint("subset", self.base.fingerprint(),
@@ -319,3 +334,73 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
                                   "<spec>+<spec>", "<existing directory>"]
   raise ValueError(f"unknown probe data set {spec!r}; valid: "
                    f"{', '.join(valid)}")
+
+
+def probe_set_from_options(options: Mapping[str, Any], *,
+                           tfds_download: bool = True) -> ProbeSet:
+  """The probe set describe_neurons' options name, before unreadable images
+  are dropped.
+
+  Args:
+    options: a run's options (a dict or ConfigDict): d_probe,
+      tfds_data_dir, tfds_manual_dir, broden_dir and max_images (use only
+      the first max_images images; 0 or absent: all).
+    tfds_download: download and prepare a TFDS data set that is missing.
+
+  Returns:
+    The probe set.
+  """
+  probe = make_probe_set(
+      options["d_probe"], tfds_data_dir=options.get("tfds_data_dir"),
+      tfds_manual_dir=options.get("tfds_manual_dir"),
+      tfds_download=tfds_download, broden_dir=options.get("broden_dir"))
+  max_images = options.get("max_images") or 0
+  if max_images and max_images < len(probe):
+    probe = Subset(probe, range(max_images))
+  return probe
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split())
+
+
+def run_probe_set(results: Any) -> ProbeSet:
+  """A describe_neurons run's probe set, rows in the run's order.
+
+  Rebuilt from the run's options (d_probe, tfds/broden options,
+  max_images; no download), its unreadable images dropped as the run
+  dropped them, and its ids checked against the run's image ids, so image
+  i is row i of the run's A and P.
+
+  Args:
+    results: a results.Run (its config, image_ids, skipped_images, path).
+
+  Returns:
+    The probe set.
+
+  Raises:
+    ValueError: the probe set cannot be rebuilt or no longer matches.
+  """
+  cfg = results.config
+  if not cfg.get("d_probe"):
+    raise ValueError(f"{os.path.join(results.path, 'config.json')} has no "
+                     "d_probe: cannot rebuild the run's probe images")
+  try:
+    probe = probe_set_from_options(cfg, tfds_download=False)
+  except (ValueError, OSError) as e:
+    raise ValueError(f"cannot rebuild the run's probe set "
+                     f"d_probe={cfg['d_probe']!r}: {_one_line(e)}") from e
+  skipped = set(results.skipped_images)
+  if skipped:
+    probe = Subset(probe, [i for i, image_id in enumerate(probe.ids)
+                           if image_id not in skipped])
+  ids, want = probe.ids, results.image_ids
+  if ids != want:
+    first = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b),
+                 min(len(ids), len(want)))
+    raise ValueError(
+        f"the probe set d_probe={cfg['d_probe']!r} rebuilt now has "
+        f"{len(ids)} images but the run's image_ids.txt lists {len(want)}, "
+        f"differing from row {first}: the probe data changed since the run "
+        "(re-run describe_neurons)")
+  return probe

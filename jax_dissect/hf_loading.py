@@ -176,8 +176,8 @@ class _ShapeOnlyModel:
     self.base_model_prefix = model.base_model_prefix
 
 
-def read_params(weights: str, model: Any, name: str, error: ErrorClass
-                ) -> Any:
+def read_params(weights: str, model: Any, name: str, error: ErrorClass,
+                fix: Callable[[Any], Any] | None = None) -> Any:
   """Reads `model`'s parameters (numpy float32) from a weights file.
 
   Args:
@@ -186,6 +186,8 @@ def read_params(weights: str, model: Any, name: str, error: ErrorClass
     model: a transformers Flax model made with `_do_init=False`.
     name: the model's name, for errors.
     error: the caller's error class.
+    fix: optional function applied to the parameter tree before it is
+      checked (e.g. to tie an output layer to the input embeddings).
 
   Raises:
     error: if parameters are missing or misshapen.
@@ -207,6 +209,8 @@ def read_params(weights: str, model: Any, name: str, error: ErrorClass
         convert_pytorch_state_dict_to_flax)
     params = convert_pytorch_state_dict_to_flax(
         pytorch_state_dict(weights, error), _ShapeOnlyModel(model))
+  if fix is not None:
+    params = fix(params)
   return check_params(name, params, model.params_shape_tree, error)
 
 

@@ -78,6 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.tfds_data_dir = ml_collections.config_dict.placeholder(str)
   c.tfds_manual_dir = ml_collections.config_dict.placeholder(str)
   c.broden_dir = ml_collections.config_dict.placeholder(str)
+  # After labelling, run the scoring analysis (simulation scores, p- and
+  # q-values of every label; analysis/explanation_scores.csv) with its
+  # default options.
+  c.score_labels = False
   return c
 
 
@@ -124,6 +128,7 @@ def _full_config(config) -> ml_collections.ConfigDict:
   options.integer("batch_size", full.batch_size, minimum=1)
   options.integer("max_images", full.max_images, minimum=0)
   options.integer("shard_images", full.shard_images, minimum=1)
+  options.choice("score_labels", full.score_labels, (False, True))
   return full
 
 
@@ -160,11 +165,7 @@ def _scan_probe(probe: data_lib.ProbeSet, cache: cache_lib.ArrayCache,
 
 
 def _probe_set(config, cache, stages) -> tuple[data_lib.ProbeSet, list[str]]:
-  probe = data_lib.make_probe_set(
-      config.d_probe, tfds_data_dir=config.tfds_data_dir,
-      tfds_manual_dir=config.tfds_manual_dir, broden_dir=config.broden_dir)
-  if config.max_images and config.max_images < len(probe):
-    probe = data_lib.Subset(probe, range(config.max_images))
+  probe = data_lib.probe_set_from_options(config)
   probe, skipped = stages.run("probe_scan", lambda: _scan_probe(
       probe, cache, config.strict))
   if not len(probe):
@@ -419,6 +420,8 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   # Plan (and so validate) the kernel before any expensive stage.
   similarity.plan_kernel(config.similarity_fn, len(probe), 1, len(concepts),
                          **kwargs)
+  if config.score_labels:
+    _check_score_labels(len(probe))
 
   # 2. The target and its layer names, checked before any long stage.
   target = _Target(config, cache, probe, layers, stages)
@@ -451,7 +454,31 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
                         arrays=arrays, skipped_images=skipped)
   logging.info("wrote %s (%d layers, %d neurons)", config.result_dir,
                len(layers), len(neurons))
-  return results_lib.Run(path=result_dir, neurons=neurons,
-                         config=config_dict, concepts=concepts,
-                         image_ids=image_ids, arrays=arrays,
-                         skipped_images=skipped)
+  run = results_lib.Run(path=result_dir, neurons=neurons,
+                        config=config_dict, concepts=concepts,
+                        image_ids=image_ids, arrays=arrays,
+                        skipped_images=skipped)
+  if config.score_labels:
+    stages.run("score_labels", lambda: _score_labels(run))
+  return run
+
+
+def _check_score_labels(num_images: int) -> None:
+  """The scoring analysis' default split must leave enough held-out images."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  from jax_dissect import scoring  # pylint: disable=g-import-not-at-top
+  config = analyses.make_config("scoring")
+  try:
+    scoring.split_indices(num_images, config.split, config.seed)
+  except ValueError as e:
+    raise ValueError(f"score_labels: {e}") from None
+
+
+def _score_labels(run: results_lib.Run) -> None:
+  """Runs the scoring analysis on the run; writes <run>/analysis."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  output = analyses.run("scoring", run)
+  paths = results_lib.write_analysis(output, run.analysis_dir())
+  for line in output.summary:
+    logging.info("score_labels: %s", line)
+  logging.info("wrote %s", ", ".join(paths.values()))

@@ -313,6 +313,19 @@ class Run:
     """CLIP text embeddings of the concept set: (M, D), L2-normalised rows."""
     return self._load("text_embeddings")
 
+  def cache_dir(self) -> str:
+    """The cache directory the run's activations are in (its activation_dir,
+    found from arrays.json, so the directory the run was started from does
+    not matter)."""
+    paths = self.arrays.get("activations") or {}
+    if not paths:
+      raise ValueError(f"{os.path.join(self.path, ARRAYS_JSON)} lists no "
+                       "cached activations; re-run describe_neurons")
+    layer = next(iter(paths))
+    # <cache>/activations/<key>.npy
+    return os.path.dirname(os.path.dirname(self._array_path("activations",
+                                                            layer)))
+
   def analysis_dir(self, out_dir: str | None = None) -> str:
     """The analyses' output directory: out_dir or <run>/analysis."""
     return out_dir or os.path.join(self.path, ANALYSIS_DIR)

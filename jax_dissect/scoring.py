@@ -422,6 +422,8 @@ def _simulate(act: jax.Array, p_held: jax.Array, idx: jax.Array,
               b: jax.Array, *, num_positive: int, chunk: int) -> jax.Array:
   """(3, K) correlation, spearman, auprc of held-out act (H, K)."""
   h, k = act.shape
+  # Concepts as rows: a chunk gathers contiguous rows, not strided columns.
+  p_t = p_held.T
   num_chunks = -(-k // chunk)
   pad = num_chunks * chunk - k
 
@@ -431,9 +433,9 @@ def _simulate(act: jax.Array, p_held: jax.Array, idx: jax.Array,
 
   def one_chunk(xs):
     act_c, idx_c, w_c, bias_c = xs  # (c, H), (c, L), (c, L), (c,)
-    cols = jnp.take(p_held, idx_c.reshape(-1), axis=1)  # (H, c*L)
-    pres = jax.nn.sigmoid(a * (cols + b)).reshape(h, chunk, -1)
-    pred = jnp.einsum("hcl,cl->ch", pres, w_c,
+    rows = p_t[idx_c.reshape(-1)]  # (c*L, H): the explanations' concepts.
+    pres = jax.nn.sigmoid(a * (rows + b)).reshape(chunk, -1, h)
+    pred = jnp.einsum("clh,cl->ch", pres, w_c,
                       precision=jax.lax.Precision.HIGHEST) + bias_c[:, None]
     corr = jax.vmap(_pearson)(act_c, pred)
     spear = jax.vmap(_pearson)(jax.vmap(_average_ranks)(act_c),

@@ -20,7 +20,6 @@ This module provides:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-import os
 import sys
 
 import numpy as np
@@ -177,15 +176,7 @@ def run_clip_embedder(run) -> TextEmbedFn:
   space as the run's cached text embeddings.
   """
   from jax_dissect import clip  # pylint: disable=g-import-not-at-top
-  cfg = run.config
-  model = cfg.get("clip_model") or DEFAULT_CLIP_MODEL
-  work_dir = cfg.get("activation_dir")
-  if not work_dir or not os.path.isdir(work_dir):
-    work_dir = None
-  return embedder_fn(clip.load_embedder(
-      model, seed=int(cfg.get("clip_seed", 0)),
-      tokenizer=cfg.get("clip_tokenizer") or "",
-      config_overrides=cfg.get("clip_config") or {}, work_dir=work_dir))
+  return embedder_fn(clip.load_run_embedder(run.config))
 
 
 # Kinds of text embedder the analyses' `text_embedder` option takes.

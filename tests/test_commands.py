@@ -10,6 +10,7 @@ import pytest
 
 import jax_dissect
 from jax_dissect import analyses
+from jax_dissect.commands import analyze
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -105,9 +106,16 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
                    "--similarity_fns=soft_wpmi,wpmi"],
       "profile": ["--categorizer=clip"],
       "stability": ["--num_resamples=2", "--layers=layer4"],
+      "scoring": ["--num_permutations=20", "--layers=layer4"],
       "compositional": ["--layer=layer4", "--units=0,7", "--num_singles=5",
                         "--top_n=2"],
       "linear_explanations": ["--layer=layer4", "--max_length=3"],
+      # Cheap plug-in models (tests/dnd_testing.py); tests/test_dnd_analysis.py
+      # runs every stage with tiny Flax models.
+      "dnd": ["--layer=layer4", "--units=0", "--selection=clip_dissect",
+              "--captioner=tests.dnd_testing:named_captioner",
+              "--llm=tests.dnd_testing:label_llm", "--num_images=3",
+              "--image_size=64"],
   }
   assert set(runs) | {"weights"} >= set(analyses.names())
   for name, flags in runs.items():
@@ -115,7 +123,8 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
     assert proc.returncode == 0, (name, proc.stderr[-3000:])
   analysis = cwd / "results" / "smoke" / "analysis"
   for f in ("evaluation.csv", "profile.png", "stability.csv",
-            "compositional.csv", "evaluate.outputs.json",
+            "explanation_scores.csv",
+            "compositional.csv", "evaluate.outputs.json", "dnd.csv",
             "linear_explanations.csv"):
     assert (analysis / f).exists(), f
   # The README's linear explanations command (its own script).
@@ -132,6 +141,9 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
   bad = [
       ("stability", ["--layers=layer9"], "layer 'layer9' is not in"),
       ("stability", ["--num_resamples=0"], "num_resamples=0 must be >= 1"),
+      ("scoring", ["--num_permutations=0"],
+       "num_permutations=0 must be >= 1"),
+      ("scoring", ["--split=0.005"], "leaves 5 held-out images"),
       ("compositional", ["--layer=layer4", "--units=abc"],
        "units='abc' is not an integer"),
       ("compositional", ["--layer=layer4", "--units=1", "--top_n=0"],
@@ -147,6 +159,9 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
                     "--similarity_fns=pmi"], "similarity_fns='pmi'"),
       ("weights", ["--layer_in=layer3", "--layer_out=layer4"],
        "no 'kernel'"),
+      ("dnd", ["--layer=layer4", "--units="], "units is empty"),
+      ("dnd", ["--layer=layer4", "--selection=best"],
+       "selection='best' is not valid"),
   ]
   for name, flags, match in bad:
     _one_line_error(_analyze(cwd, name, *flags), match)
@@ -177,3 +192,14 @@ def test_weight_analysis_takes_the_run_target_model(smoke_run):
   assert proc.returncode == 0, proc.stderr[-3000:]
   page = (cwd / "results" / "fc" / "report.html").read_text()
   assert "Weights vs label similarity" in page
+
+
+def test_plug_ins_keep_pytorch_available():
+  """A package.module:function plug-in may wrap a PyTorch model, so the
+  analyses' entry point then leaves transformers' PyTorch on."""
+  assert not analyze._needs_torch(analyses.make_config("dnd"))
+  assert analyze._needs_torch(analyses.make_config(
+      "dnd", {"captioner": "my_models:blip"}))
+  assert analyze._needs_torch(analyses.make_config(
+      "profile", {"text_embed_fn": "my_models:embed"}))
+  assert not analyze._needs_torch(analyses.make_config("stability"))

@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from jax_dissect import analyses
+from jax_dissect import callables
 from jax_dissect import commands
 
 FLAGS = flags.FLAGS
@@ -99,7 +100,12 @@ def _argv_value(argv: list[str], name: str) -> str | None:
 
 
 def _needs_torch(config) -> bool:
-  return (config.get("text_embedder") == "sentence"
+  """True if the options may need PyTorch: a sentence-transformers model,
+  or a plug-in (`package.module:function`, e.g. a PyTorch captioner or
+  Stable Diffusion pipeline wrapped in a function)."""
+  plugin = any(isinstance(v, str) and callables.is_spec(v)
+               for v in config.values())
+  return (plugin or config.get("text_embedder") == "sentence"
           or bool(config.get("sentence_model")))
 
 

@@ -55,6 +55,10 @@ flags.DEFINE_integer("batch_size", None,
 flags.DEFINE_bool("strict", None, "Fail on unreadable probe images instead "
                   "of skipping them. Default: False.",
     module_name=commands.flag_module())
+flags.DEFINE_bool("score_labels", None, "After labelling, score every label "
+                  "(analysis/explanation_scores.csv: simulation scores, "
+                  "p- and q-values). Default: False.",
+    module_name=commands.flag_module())
 FLAGS = flags.FLAGS
 
 
@@ -63,7 +67,7 @@ def config_from_flags():
   config = pipeline.default_config()
   if _CONFIG.value is not None:
     config.update(_CONFIG.value.to_dict())
-  for name in list(_STR_FLAGS) + ["batch_size", "strict"]:
+  for name in list(_STR_FLAGS) + ["batch_size", "strict", "score_labels"]:
     if FLAGS[name].present:
       config[name] = FLAGS[name].value
   return config
