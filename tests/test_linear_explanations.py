@@ -16,6 +16,7 @@ from sklearn import linear_model
 
 from jax_dissect import analyses
 from jax_dissect import linear_explanations as le
+from jax_dissect import report
 from jax_dissect import results
 from jax_dissect import scoring
 from jax_dissect import similarity
@@ -266,6 +267,13 @@ def test_analysis_writes_the_table_the_report_joins(tmp_path):
   entry = [e for e in results.analysis_outputs(run.analysis_dir())
            if e.path.endswith("linear_explanations.csv")][0]
   assert entry.per_neuron and "single_correlation" in entry.neuron_columns
+  # The report shows both correlations and the explanation beside the label.
+  data = report.collect_report_data(run, num_thumbs=0)
+  neuron = data["layers"][0]["neurons"][0]
+  assert neuron["linear_explanations.correlation"] == pytest.approx(
+      float(got[0][2]))
+  assert neuron["linear_explanations.single_correlation"] is not None
+  assert synth.CLASSES[0] in neuron["linear_explanations.explanation"]
   with pytest.raises(ValueError, match="layer 'layer9' is not in"):
     analyses.run("linear_explanations", run, layer="layer9")
   with pytest.raises(ValueError, match="width=0 must be >= 1"):
