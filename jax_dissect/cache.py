@@ -8,6 +8,22 @@ reused. Writes are atomic (temporary file in the same directory, fsync, then
 rename, jax_dissect.files): a crash leaves either the whole entry or
 nothing.
 
+Integrity: every array entry has a check record beside it
+(`<key>.check.json`: size, dtype, shape and a CRC-32 of the file), written
+when the entry is; a read checks the size and header always and the CRC on
+the first use of the file in a process (`verify="checksum"`, the default;
+`verify="header"` skips the CRC). JSON entries carry the SHA-256 of their
+value in their first line. A damaged entry is logged with its path and
+recomputed, never served. Entries written before check records existed are
+adopted when their size and header are right.
+
+Sharing: several processes may use one cache directory. A process takes an
+exclusive lock (`flock` on `locks/<key>.lock`) on each entry it builds, so
+another process that wants the same entry waits for it and then reads it
+instead of computing it again. A killed process's locks are released by the
+kernel; its temporaries and stale shard directories are removed by the next
+`ArrayCache` opened on the directory (`remove_orphans`).
+
 Long streaming computations store their output in row shards
 (`ShardedWriter`, driven by `ArrayCache.rows`), so an interrupted run resumes
 from the last saved shard. Small results (a probe scan, a layer's labels)
@@ -17,16 +33,26 @@ are JSON entries (`load_json` / `save_json`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
-from typing import Any, Callable
+import shutil
+import threading
+import zlib
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import numpy as np
 
 from jax_dissect import files
 from jax_dissect import progress as progress_lib
+
+VERIFY_MODES = ("checksum", "header")
+CHECK_SUFFIX = ".check.json"
+_CHECK_FORMAT = 1
+_JSON_HEADER = "jax_dissect-cache-json"
+_CHUNK_BYTES = 16 << 20
 
 
 def fingerprint(*parts: Any) -> str:
@@ -54,17 +80,274 @@ def array_fingerprint(x: np.ndarray) -> str:
   return h.hexdigest()
 
 
+# ----------------------------------------------------------------------------
+# Integrity of .npy files.
+# ----------------------------------------------------------------------------
+
+
+class DamagedEntryError(ValueError):
+  """A cached file fails its integrity check."""
+
+
+def file_checksum(path: str) -> str:
+  """CRC-32 of a file's bytes, as 8 hex digits (read in 16 MB blocks)."""
+  crc = 0
+  buf = bytearray(_CHUNK_BYTES)
+  view = memoryview(buf)
+  with open(path, "rb", buffering=0) as f:
+    while n := f.readinto(buf):
+      crc = zlib.crc32(view[:n], crc)
+  return f"{crc:08x}"
+
+
+def npy_layout(path: str) -> tuple[np.dtype, tuple[int, ...], int]:
+  """(dtype, shape, expected file size) from a .npy file's header.
+
+  Raises:
+    ValueError: the file is not a readable .npy file of plain numbers.
+  """
+  with open(path, "rb") as f:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+      shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+      shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+      raise ValueError(f"unsupported .npy format version {version}")
+    offset = f.tell()
+  if dtype.hasobject:
+    raise ValueError("it holds Python objects (pickles), not numbers")
+  return dtype, tuple(shape), offset + int(np.prod(shape)) * dtype.itemsize
+
+
+def check_path(path: str) -> str:
+  """Where the check record of the .npy file `path` is kept."""
+  return os.path.splitext(path)[0] + CHECK_SUFFIX
+
+
+# Files verified in this process: path -> (stat signature, CRC of the bytes).
+_VERIFIED: dict[str, tuple[tuple[int, ...], str]] = {}
+_VERIFIED_GUARD = threading.Lock()
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+  # ctime changes on every write and metadata change and cannot be set back.
+  return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _actual_checksum(path: str, st: os.stat_result) -> str:
+  sig = _signature(st)
+  with _VERIFIED_GUARD:
+    known = _VERIFIED.get(path)
+  if known and known[0] == sig:
+    return known[1]
+  crc = file_checksum(path)
+  with _VERIFIED_GUARD:
+    _VERIFIED[path] = (sig, crc)
+  return crc
+
+
+def forget(path: str) -> None:
+  """Drops what this process knows of `path`'s checksum."""
+  with _VERIFIED_GUARD:
+    _VERIFIED.pop(os.path.abspath(path), None)
+
+
+def write_check(path: str) -> dict[str, Any]:
+  """Records the size, dtype, shape and CRC of .npy file `path`."""
+  path = os.path.abspath(path)
+  dtype, shape, _ = npy_layout(path)
+  record = {"format": _CHECK_FORMAT, "algorithm": "crc32",
+            "checksum": _actual_checksum(path, os.stat(path)),
+            "size": os.path.getsize(path), "dtype": dtype.str,
+            "shape": list(shape)}
+  files.write_text(check_path(path), json.dumps(record))
+  return record
+
+
+def _read_check(path: str) -> dict[str, Any] | None:
+  try:
+    with open(check_path(path), encoding="utf-8") as f:
+      record = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    return {"unreadable": str(e)}
+  return record if isinstance(record, dict) else {"unreadable": "not a dict"}
+
+
+def verify(path: str, *, checksum: bool = True, adopt: bool = False
+           ) -> str | None:
+  """Why the .npy file `path` is damaged, or None if it is sound.
+
+  The file's size and header are compared with its check record (and with
+  each other); with `checksum`, also its CRC (computed once per process and
+  file version). A file without a record is checked for a consistent size
+  and header only; with `adopt`, a record is then written for it.
+
+  Args:
+    path: a .npy file.
+    checksum: compare the CRC as well.
+    adopt: record a check for a sound file that has none.
+
+  Returns:
+    None, or a short reason ("missing", "size 100, recorded 200", ...).
+  """
+  path = os.path.abspath(path)
+  try:
+    st = os.stat(path)
+  except FileNotFoundError:
+    return "missing"
+  try:
+    dtype, shape, expected_size = npy_layout(path)
+  except (OSError, ValueError, SyntaxError) as e:
+    return f"unreadable .npy header: {e}"
+  if st.st_size != expected_size:
+    return (f"size {st.st_size} bytes, its header needs {expected_size} "
+            "(truncated or extended)")
+  record = _read_check(path)
+  if record is None:
+    if adopt:
+      with contextlib.suppress(OSError):
+        write_check(path)
+        logging.info("cache: recorded a checksum for %s (written without "
+                     "one)", path)
+    return None
+  if "unreadable" in record or record.get("format") != _CHECK_FORMAT:
+    return f"unreadable check record {check_path(path)}"
+  if record.get("size") != st.st_size:
+    return f"size {st.st_size} bytes, recorded {record.get('size')}"
+  if record.get("dtype") != dtype.str or record.get("shape") != list(shape):
+    return (f"header {dtype.str}{list(shape)}, recorded "
+            f"{record.get('dtype')}{record.get('shape')}")
+  if checksum:
+    actual = _actual_checksum(path, st)
+    if actual != record.get("checksum"):
+      return (f"CRC-32 {actual}, recorded {record.get('checksum')} (its "
+              "bytes changed)")
+  return None
+
+
+def load_verified(path: str, *, checksum: bool = True,
+                  mmap: bool = True) -> np.ndarray:
+  """Loads a cached .npy file after `verify`; DamagedEntryError if damaged."""
+  reason = verify(path, checksum=checksum)
+  if reason is not None:
+    raise DamagedEntryError(f"cached array {path} is damaged ({reason}); "
+                            "rerun describe_neurons to recompute it")
+  return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+# ----------------------------------------------------------------------------
+# Locks shared between processes (flock) and threads (an RLock per file).
+# ----------------------------------------------------------------------------
+
+
+class _FileLock:
+
+  def __init__(self):
+    self.thread_lock = threading.RLock()
+    self.fd: int | None = None
+    self.depth = 0
+
+
+_LOCKS: dict[str, _FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
+_WARNED_NO_LOCKS = []
+
+
+@contextlib.contextmanager
+def file_lock(path: str, what: str = "") -> Iterator[None]:
+  """Holds an exclusive lock on lock file `path` (re-entrant per thread).
+
+  Waits (saying so in the log) while another process or thread holds it.
+  Where the file system has no locks, warns once and goes on unlocked:
+  entries stay whole (atomic renames), only work may be done twice.
+  """
+  with _LOCKS_GUARD:
+    lock = _LOCKS.setdefault(path, _FileLock())
+  with lock.thread_lock:
+    if lock.depth == 0:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        logging.info("cache: waiting for another process to finish %s",
+                     what or path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+      except OSError as e:
+        if not _WARNED_NO_LOCKS:
+          _WARNED_NO_LOCKS.append(path)
+          logging.warning("cache: cannot lock %s (%s); going on without "
+                          "locks", path, e)
+      lock.fd = fd
+    lock.depth += 1
+    try:
+      yield
+    finally:
+      lock.depth -= 1
+      if lock.depth == 0:
+        os.close(lock.fd)  # Releases the flock.
+        lock.fd = None
+
+
+@contextlib.contextmanager
+def _lock_if_free(path: str) -> Iterator[bool]:
+  """Holds lock file `path` if no one does (without waiting); yields that."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  except OSError:
+    yield False
+    return
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      got = True
+    except OSError:
+      got = False
+    yield got
+  finally:
+    os.close(fd)
+
+
+# ----------------------------------------------------------------------------
+# The cache.
+# ----------------------------------------------------------------------------
+
+
 class ArrayCache:
   """A directory of .npy entries named by content keys.
 
-  Layout: <root>/<kind>/<key>.npy with <key>.json beside it (the parts the
-  key was made from, for humans), and <kind>/<key>.parts/ for the shards of
-  an entry being built.
+  Layout: <root>/<kind>/<key>.npy with <key>.check.json beside it (its
+  integrity record) and <key>.json (the parts the key was made from, for
+  humans); <kind>/<key>.entry.json for JSON entries; <kind>/<key>.parts/ for
+  the shards of an entry being built; locks/<kind>/<key>.lock, the entry's
+  lock file (empty, kept).
   """
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, verify: str = "checksum",
+               clean: bool = True):
+    """Opens (and creates) the cache at `root`.
+
+    Args:
+      root: the cache directory.
+      verify: "checksum" (size, header and CRC of each entry on its first
+        use in the process) or "header" (size and header only).
+      clean: remove what killed processes left behind (`remove_orphans`).
+    """
+    if verify not in VERIFY_MODES:
+      raise ValueError(f"cache_verify={verify!r} is not valid; allowed: "
+                       f"{', '.join(VERIFY_MODES)}")
     self.root = os.path.abspath(os.path.expanduser(root))
+    self.checksum = verify == "checksum"
     os.makedirs(self.root, exist_ok=True)
+    if clean:
+      removed = self.remove_orphans()
+      if removed:
+        logging.info("cache: removed %d file(s) left by killed runs",
+                     len(removed))
 
   def key(self, kind: str, **parts: Any) -> str:
     return f"{kind}/{fingerprint(kind, parts)[:40]}"
@@ -72,12 +355,50 @@ class ArrayCache:
   def path(self, key: str) -> str:
     return os.path.join(self.root, key + ".npy")
 
+  def lock_path(self, key: str) -> str:
+    return os.path.join(self.root, "locks", key + ".lock")
+
+  def locked(self, key: str) -> contextlib.AbstractContextManager[None]:
+    """Holds entry `key`'s lock: other processes building it wait."""
+    return file_lock(self.lock_path(key), key)
+
+  @contextlib.contextmanager
+  def _all_locked(self, keys: list[str]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+      for key in sorted(set(keys)):  # One order everywhere: no deadlock.
+        stack.enter_context(self.locked(key))
+      yield
+
+  def _sound(self, key: str, path: str) -> bool:
+    """True if file `path` of entry `key` passes its check.
+
+    A damaged file is checked again under the entry's lock (a writer may
+    have been replacing it), then logged with its path and removed.
+    """
+    if verify(path, checksum=self.checksum, adopt=True) is None:
+      return True
+    with self.locked(key):
+      forget(path)
+      reason = verify(path, checksum=self.checksum, adopt=True)
+      if reason is None:
+        return True
+      if reason != "missing":
+        logging.warning("cache: damaged entry %s (%s); it is recomputed",
+                        path, reason)
+        for p in (path, check_path(path)):
+          with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+        forget(path)
+    return False
+
   def has(self, key: str) -> bool:
-    return os.path.exists(self.path(key))
+    """True if entry `key` exists and passes its integrity check."""
+    path = self.path(key)
+    return os.path.exists(path) and self._sound(key, path)
 
   def load(self, key: str, mmap: bool = True) -> np.ndarray:
-    return np.load(self.path(key), mmap_mode="r" if mmap else None,
-                   allow_pickle=False)
+    """Entry `key`, checked; DamagedEntryError if damaged."""
+    return load_verified(self.path(key), checksum=self.checksum, mmap=mmap)
 
   def _describe(self, key: str, describe: dict[str, Any] | None) -> None:
     if describe is not None:
@@ -85,25 +406,48 @@ class ArrayCache:
                        json.dumps(describe, indent=1, sort_keys=True,
                                   default=str))
 
+  def save_with(self, key: str, write: Callable[[str], Any],
+                describe: dict[str, Any] | None = None) -> str:
+    """Entry `key` written by write(path) (itself atomic), then its check."""
+    path = self.path(key)
+    with self.locked(key):
+      write(path)
+      write_check(path)
+      self._describe(key, describe)
+    return path
+
   def save(self, key: str, array: np.ndarray,
            describe: dict[str, Any] | None = None) -> str:
-    self._describe(key, describe)
-    return files.save_npy(self.path(key), np.asarray(array))
+    return self.save_with(
+        key, lambda path: files.save_npy(path, np.asarray(array)), describe)
 
   def json_path(self, key: str) -> str:
     return os.path.join(self.root, key + ".entry.json")
 
   def load_json(self, key: str) -> Any | None:
-    """A JSON entry's value, or None if there is none."""
+    """A JSON entry's value, or None if there is none or it is damaged."""
     path = self.json_path(key)
-    if not os.path.exists(path):
-      return None
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    found, value = _read_json_entry(path)
+    if found != "damaged":
+      return value
+    with self.locked(key):  # A writer may have been replacing it.
+      found, value = _read_json_entry(path)
+      if found != "damaged":
+        return value
+      logging.warning("cache: damaged JSON entry %s (its checksum does not "
+                      "match or it has none); it is recomputed", path)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    return None
 
   def save_json(self, key: str, value: Any) -> str:
-    """Stores a JSON-able value as entry `key` (atomically)."""
-    return files.write_text(self.json_path(key), json.dumps(value))
+    """Stores a JSON-able value as entry `key` (atomically, checksummed)."""
+    body = json.dumps(value).encode("utf-8")
+    header = json.dumps({"format": _JSON_HEADER,
+                         "sha256": hashlib.sha256(body).hexdigest()})
+    with self.locked(key):
+      return files.write_bytes(self.json_path(key),
+                               header.encode("utf-8") + b"\n" + body)
 
   def rows(self, keys: dict[str, str], what: str, num_rows: int,
            shard_rows: int,
@@ -115,6 +459,8 @@ class ArrayCache:
     others are computed `shard_rows` rows at a time, each shard saved as it
     finishes, so an interrupted call resumes at the first missing shard
     ("resuming" in the log); then the shards are joined into the entries.
+    The entries being built are locked: a second process asking for them
+    waits, then loads them.
 
     Args:
       keys: {name: cache key} of the arrays.
@@ -128,15 +474,31 @@ class ArrayCache:
     Returns:
       {name: array (memory-mapped from the cache)}.
     """
-    describe = describe or {}
-    out = {}
-    for name, key in keys.items():
-      if self.has(key):
-        logging.info("cache hit: %s [%s]", what, name)
-        out[name] = self.load(key)
+    out = self._hits(keys, [n for n in keys], what)
     todo = [n for n in keys if n not in out]
     if not todo:
       return out
+    with self._all_locked([keys[n] for n in todo]):
+      # Another process may have built them while this one waited.
+      out.update(self._hits(keys, todo, what))
+      todo = [n for n in keys if n not in out]
+      if todo:
+        out.update(self._build_rows(keys, todo, what, num_rows, shard_rows,
+                                    compute, describe or {}))
+    return out
+
+  def _hits(self, keys: dict[str, str], names: list[str], what: str
+            ) -> dict[str, np.ndarray]:
+    out = {}
+    for name in names:
+      if self.has(keys[name]):
+        logging.info("cache hit: %s [%s]", what, name)
+        out[name] = self.load(keys[name])
+    return out
+
+  def _build_rows(self, keys, todo, what, num_rows, shard_rows, compute,
+                  describe) -> dict[str, np.ndarray]:
+    out = {}
     writers = {n: self.sharded_writer(keys[n], num_rows, shard_rows)
                for n in todo}
     first = writers[todo[0]]
@@ -163,13 +525,75 @@ class ArrayCache:
                      shard_rows: int) -> "ShardedWriter":
     return ShardedWriter(self, key, num_rows, shard_rows)
 
+  def remove_orphans(self) -> list[str]:
+    """Removes what killed processes left behind; returns the paths.
+
+    That is: temporaries of dead writers (`files.remove_orphans`), shard
+    directories of entries that are complete, and check or description
+    records whose entry is gone. Entries locked by a live process are left
+    alone.
+    """
+    removed = []
+    for kind in _subdirs(self.root):
+      kind_dir = os.path.join(self.root, kind)
+      removed += files.remove_orphans(kind_dir)
+      for name in os.listdir(kind_dir):
+        if name.startswith(files.TEMP_PREFIX):
+          continue  # Live writers' (dead ones' went above).
+        path = os.path.join(kind_dir, name)
+        key = f"{kind}/{name.split('.', 1)[0]}"
+        if name.endswith(".parts"):
+          removed += files.remove_orphans(path)
+          with _lock_if_free(self.lock_path(key)) as free:
+            if free and (os.path.exists(self.path(key))
+                         or not os.listdir(path)):
+              shutil.rmtree(path, ignore_errors=True)
+              removed.append(path)
+        elif name.endswith((CHECK_SUFFIX, ".json")) and not name.endswith(
+            ".entry.json") and not os.path.exists(self.path(key)):
+          with _lock_if_free(self.lock_path(key)) as free:
+            if free and not os.path.exists(self.path(key)):
+              with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def _read_json_entry(path: str) -> tuple[str, Any]:
+  """("ok", value), ("missing", None) or ("damaged", None)."""
+  try:
+    with open(path, "rb") as f:
+      blob = f.read()
+  except FileNotFoundError:
+    return "missing", None
+  head, _, body = blob.partition(b"\n")
+  try:
+    header = json.loads(head)
+    if (isinstance(header, dict) and header.get("format") == _JSON_HEADER
+        and header.get("sha256") == hashlib.sha256(body).hexdigest()):
+      return "ok", json.loads(body)
+  except ValueError:
+    pass
+  return "damaged", None
+
+
+def _subdirs(root: str) -> list[str]:
+  try:
+    return sorted(e.name for e in os.scandir(root)
+                  if e.is_dir() and e.name != "locks"
+                  and not e.name.startswith(files.TEMP_PREFIX))
+  except OSError:
+    return []
+
 
 class ShardedWriter:
   """Builds a cache entry of `num_rows` rows from shards of `shard_rows`.
 
-  Each finished shard is saved atomically under <key>.parts/; `missing()`
-  lists the shards still to compute, so a rerun after a crash only computes
-  those; `finish()` joins them into the entry and removes the parts.
+  Each finished shard is saved atomically under <key>.parts/ with its check
+  record; `has()` checks a shard before it is trusted (a damaged one is
+  logged, removed and computed again); `missing()` lists the shards still to
+  compute, so a rerun after a crash only computes those; `finish()` joins
+  them into the entry and removes the parts.
   """
 
   def __init__(self, cache: ArrayCache, key: str, num_rows: int,
@@ -189,7 +613,24 @@ class ShardedWriter:
     return os.path.join(self.parts_dir, f"{shard:06d}.npy")
 
   def has(self, shard: int) -> bool:
-    return os.path.exists(self._part(shard))
+    part = self._part(shard)
+    if not os.path.exists(part):
+      return False
+    start, stop = self.shard_range(shard)
+    reason = verify(part, checksum=self.cache.checksum)
+    if reason is None:
+      shape = npy_layout(part)[1]
+      if shape[:1] != (stop - start,):
+        reason = f"shape {shape}, expected {stop - start} rows"
+    if reason is None:
+      return True
+    logging.warning("cache: damaged shard %s (%s); it is recomputed", part,
+                    reason)
+    for p in (part, check_path(part)):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(p)
+    forget(part)
+    return False
 
   def missing(self) -> list[int]:
     return [s for s in range(self.num_shards) if not self.has(s)]
@@ -200,14 +641,10 @@ class ShardedWriter:
       raise ValueError(f"shard {shard} of {self.key} must have "
                        f"{stop - start} rows, got {rows.shape[0]}")
     files.save_npy(self._part(shard), rows)
+    write_check(self._part(shard))
 
-  def finish(self, describe: dict[str, Any] | None = None) -> np.ndarray:
-    """Joins the shards into the entry (streamed to disk) and returns it."""
-    missing = self.missing()
-    if missing:
-      raise RuntimeError(f"{self.key}: shards {missing} were never saved")
+  def _join(self, path: str) -> None:
     first = np.load(self._part(0), mmap_mode="r")
-    path = self.cache.path(self.key)
     with files.atomic_path(path) as tmp:
       out = np.lib.format.open_memmap(
           tmp, mode="w+", dtype=first.dtype,
@@ -217,10 +654,14 @@ class ShardedWriter:
         out[start:stop] = np.load(self._part(s), mmap_mode="r")
       out.flush()
       del out
-    self.cache._describe(self.key, describe)  # pylint: disable=protected-access
-    for s in range(self.num_shards):
-      os.remove(self._part(s))
-    with contextlib.suppress(OSError):
-      os.rmdir(self.parts_dir)
-    logging.debug("cache: wrote %s", path)
+
+  def finish(self, describe: dict[str, Any] | None = None) -> np.ndarray:
+    """Joins the shards into the entry (streamed to disk) and returns it."""
+    if not self.cache.has(self.key):  # Else another process finished it.
+      missing = self.missing()
+      if missing:
+        raise RuntimeError(f"{self.key}: shards {missing} were never saved")
+      path = self.cache.save_with(self.key, self._join, describe)
+      logging.debug("cache: wrote %s", path)
+    shutil.rmtree(self.parts_dir, ignore_errors=True)
     return self.cache.load(self.key)

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
@@ -225,18 +224,10 @@ def tokenizer_dir_from_bpe(bpe_gz_path: str | os.PathLike,
   out = os.path.join(parent, digest)
   if os.path.exists(os.path.join(out, "tokenizer.json")):
     return out
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
-  try:
+  # A fresh, locked temporary renamed as a whole (another process finishing
+  # first wins); it gets the umask's permissions, not mkdtemp's 0700.
+  with files.atomic_dir(out) as tmp:
     build_clip_tokenizer(bpe, tmp)
-    try:
-      os.rename(tmp, out)
-    except OSError:  # Another process finished first: use its directory.
-      if not os.path.exists(os.path.join(out, "tokenizer.json")):
-        raise
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
   return out
 
 

@@ -29,6 +29,68 @@ def ordered_pairs(concepts: Sequence[str], separator: str = " ") -> list[str]:
           for j, b in enumerate(concepts) if i != j]
 
 
+# Bytes per pair string beyond its characters: the str object, its places in
+# the pair list, the list of unique texts and their index dict.
+_BYTES_PER_PAIR_TEXT = 200
+
+
+def memory_estimate(num_images: int, num_neurons: int, num_singles: int,
+                    dim: int, mean_concept_chars: float = 16.0) -> int:
+  """Peak bytes of `compositional_concepts` for one unit (its largest step).
+
+  With S = num_singles there are S (S - 1) pairs: their strings, their text
+  embeddings (3 float32 copies of (pairs, D) in embedding), P of the pairs
+  and of singles + pairs ((N, S + pairs) float32, twice), the kernel's
+  copies of that P on the device and its softmax (3 more), and the scores
+  (K, S + pairs).
+  """
+  pairs = num_singles * (num_singles - 1)
+  columns = num_singles + pairs
+  texts = pairs * (_BYTES_PER_PAIR_TEXT + 2 * mean_concept_chars + 1)
+  embeddings = 3 * pairs * dim * 4
+  p = 5 * num_images * columns * 4
+  scores = 2 * num_neurons * columns * 4
+  return int(texts + embeddings + p + scores)
+
+
+def check_memory(num_images: int, num_neurons: int, num_singles: int,
+                 dim: int, mean_concept_chars: float = 16.0,
+                 available: int | None = None) -> int:
+  """Raises a ValueError if a run cannot fit in the memory available.
+
+  Args:
+    num_images, num_neurons, num_singles, dim, mean_concept_chars: as in
+      `memory_estimate`.
+    available: bytes available (default: psutil's available memory).
+
+  Returns:
+    The estimate, in bytes.
+  """
+  if available is None:
+    import psutil  # pylint: disable=g-import-not-at-top
+    available = psutil.virtual_memory().available
+  need = memory_estimate(num_images, num_neurons, num_singles, dim,
+                         mean_concept_chars)
+  if need <= available:
+    return need
+  fits, too_many = 1, num_singles  # The largest num_singles that fits.
+  while too_many - fits > 1:
+    mid = (fits + too_many) // 2
+    if memory_estimate(num_images, num_neurons, mid, dim,
+                       mean_concept_chars) <= available:
+      fits = mid
+    else:
+      too_many = mid
+  gib = 2**30
+  raise ValueError(
+      f"num_singles={num_singles} needs about {need / gib:.1f} GiB "
+      f"({num_singles * (num_singles - 1)} pairs x {num_images} images) but "
+      f"{available / gib:.1f} GiB is available; use num_singles <= {fits}"
+      if fits >= 2 else
+      f"num_singles={num_singles} needs about {need / gib:.1f} GiB but only "
+      f"{available / gib:.1f} GiB is available, too little for any pair")
+
+
 def compositional_concepts(
     activations: np.ndarray, concept_activations: np.ndarray,
     image_embeddings: np.ndarray, concepts: Sequence[str],

@@ -13,6 +13,7 @@ names each skipped file in a warning and in the results.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -27,6 +28,7 @@ from jax_dissect import preprocess
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
                     ".tiff", ".ppm", ".pgm")
+FINGERPRINTS = ("stat", "content")
 
 
 class ProbeSet(abc.ABC):
@@ -57,19 +59,70 @@ class ProbeSet(abc.ABC):
     return f"{type(self).__name__}({len(self)} images)"
 
 
+class FileDigests:
+  """SHA-256 digests of files, kept between runs.
+
+  A file is hashed (in a thread pool) the first time it is seen; its digest
+  is stored in the cache (a JSON entry per folder) with the file's size,
+  mtime, ctime and inode, and reused while all four stay the same. ctime
+  cannot be set back by a user, so a file rewritten in place is hashed
+  again even when its size and mtime are kept.
+  """
+
+  def __init__(self, cache: cache_lib.ArrayCache | None = None,
+               num_threads: int | None = None):
+    self.cache = cache
+    self.num_threads = num_threads or min(8, 2 * (os.cpu_count() or 1))
+    self.hashed = 0  # Files hashed by the last `digests` call.
+
+  def digests(self, root: str, names: Sequence[str]) -> list[str]:
+    """Hex SHA-256 of each file `root/name`, in order."""
+    key = self.cache.key("file_digests", root=root) if self.cache else None
+    known = (self.cache.load_json(key) if self.cache else None) or {}
+    stats = {}
+    todo = []
+    for name in names:
+      st = os.stat(os.path.join(root, name))
+      stats[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+      if known.get(name, [None])[:-1] != stats[name]:
+        todo.append(name)
+    if todo:
+      logging.info("probe fingerprint: hashing %d of %d files", len(todo),
+                   len(names))
+      with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
+        for name, digest in zip(todo, pool.map(
+            lambda n: _sha256(os.path.join(root, n)), todo)):
+          known[name] = stats[name] + [digest]
+    self.hashed = len(todo)
+    if self.cache and (todo or len(known) != len(names)):
+      self.cache.save_json(key, {n: known[n] for n in names})
+    return [known[n][-1] for n in names]
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 class ImageFolder(ProbeSet):
   """All images under a directory (recursive), in sorted path order.
 
   Ids are paths relative to the root. The fingerprint covers every file's
-  relative path, size and modification time (or, with content_hash=True,
-  its bytes), so replacing an image changes it.
+  relative path and either its size and modification time
+  (fingerprint="stat": free, but blind to a file rewritten with the same
+  size and mtime) or the SHA-256 of its bytes (fingerprint="content", with
+  `digests` keeping them between runs), so replacing an image changes it.
   """
 
-  def __init__(self, root: str, content_hash: bool = False):
+  def __init__(self, root: str, fingerprint: str = "stat",
+               digests: FileDigests | None = None):
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
       raise ValueError(f"image folder {root!r} does not exist or is not a "
                        "directory")
+    if fingerprint not in FINGERPRINTS:
+      raise ValueError(f"probe_fingerprint={fingerprint!r} is not valid; "
+                       f"allowed: {', '.join(FINGERPRINTS)}")
     paths = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
       dirnames.sort()
@@ -82,8 +135,10 @@ class ImageFolder(ProbeSet):
                        f"recursively for {', '.join(IMAGE_EXTENSIONS)})")
     self.root = root
     self.paths = paths
-    self.content_hash = content_hash
+    self.fingerprint_mode = fingerprint
+    self.digests = digests or FileDigests()
     self._ids = [os.path.relpath(p, root) for p in paths]
+    self._content_fingerprint = None
 
   @property
   def ids(self) -> list[str]:
@@ -96,14 +151,16 @@ class ImageFolder(ProbeSet):
     return self.paths[index]
 
   def fingerprint(self) -> str:
+    if self.fingerprint_mode == "content":
+      if self._content_fingerprint is None:  # Hashed once per run.
+        self._content_fingerprint = cache_lib.fingerprint(
+            "folder", self.root, list(zip(
+                self._ids, self.digests.digests(self.root, self._ids))))
+      return self._content_fingerprint
     entries = []
     for rel, path in zip(self._ids, self.paths):
-      if self.content_hash:
-        with open(path, "rb") as f:
-          entries.append((rel, hashlib.sha256(f.read()).hexdigest()))
-      else:
-        st = os.stat(path)
-        entries.append((rel, st.st_size, st.st_mtime_ns))
+      st = os.stat(path)
+      entries.append((rel, st.st_size, st.st_mtime_ns))
     return cache_lib.fingerprint("folder", self.root, entries)
 
   def describe(self) -> str:
@@ -284,7 +341,9 @@ TFDS_ALIASES = {
 def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
                    tfds_manual_dir: str | None = None,
                    tfds_download: bool = True,
-                   broden_dir: str | None = None) -> ProbeSet:
+                   broden_dir: str | None = None,
+                   fingerprint: str = "stat",
+                   digests: FileDigests | None = None) -> ProbeSet:
   """Builds a probe set from its command-line name.
 
   Args:
@@ -299,12 +358,17 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
     tfds_manual_dir: TFDS manual_dir (imagenet2012's tar files).
     tfds_download: download and prepare a TFDS data set that is missing.
     broden_dir: folder of Broden images, for `broden`.
+    fingerprint: identity of image folders, "stat" or "content" (see
+      ImageFolder); TFDS sets are identified by name, split, version and ids.
+    digests: where image folders keep their files' digests ("content").
 
   Returns:
     The probe set.
   """
   kw = dict(tfds_data_dir=tfds_data_dir, tfds_manual_dir=tfds_manual_dir,
-            tfds_download=tfds_download, broden_dir=broden_dir)
+            tfds_download=tfds_download, broden_dir=broden_dir,
+            fingerprint=fingerprint, digests=digests)
+  folder_kw = dict(fingerprint=fingerprint, digests=digests)
   tfds_kw = dict(data_dir=tfds_data_dir, manual_dir=tfds_manual_dir,
                  download=tfds_download)
   spec = spec.strip()
@@ -316,9 +380,9 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
     if not broden_dir:
       raise ValueError("d_probe 'broden' needs --broden_dir (a folder of "
                        "Broden images)")
-    return ImageFolder(broden_dir)
+    return ImageFolder(broden_dir, **folder_kw)
   if spec.startswith("folder:"):
-    return ImageFolder(spec[len("folder:"):])
+    return ImageFolder(spec[len("folder:"):], **folder_kw)
   if spec.startswith("tfds:"):
     parts = spec.split(":")
     if len(parts) != 3 or not all(parts[1:]):
@@ -328,7 +392,7 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
     name, split = TFDS_ALIASES[spec]
     return TfdsProbeSet(name, split, **tfds_kw)
   if os.path.isdir(os.path.expanduser(spec)):
-    return ImageFolder(spec)
+    return ImageFolder(spec, **folder_kw)
   valid = sorted(TFDS_ALIASES) + ["broden", "imagenet_broden",
                                   "folder:<dir>", "tfds:<name>:<split>",
                                   "<spec>+<spec>", "<existing directory>"]
@@ -337,15 +401,18 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
 
 
 def probe_set_from_options(options: Mapping[str, Any], *,
-                           tfds_download: bool = True) -> ProbeSet:
+                           tfds_download: bool = True,
+                           digests: FileDigests | None = None) -> ProbeSet:
   """The probe set describe_neurons' options name, before unreadable images
   are dropped.
 
   Args:
     options: a run's options (a dict or ConfigDict): d_probe,
       tfds_data_dir, tfds_manual_dir, broden_dir and max_images (use only
-      the first max_images images; 0 or absent: all).
+      the first max_images images; 0 or absent: all) and probe_fingerprint
+      ("stat" when absent).
     tfds_download: download and prepare a TFDS data set that is missing.
+    digests: where image folders keep their files' digests ("content").
 
   Returns:
     The probe set.
@@ -353,7 +420,9 @@ def probe_set_from_options(options: Mapping[str, Any], *,
   probe = make_probe_set(
       options["d_probe"], tfds_data_dir=options.get("tfds_data_dir"),
       tfds_manual_dir=options.get("tfds_manual_dir"),
-      tfds_download=tfds_download, broden_dir=options.get("broden_dir"))
+      tfds_download=tfds_download, broden_dir=options.get("broden_dir"),
+      fingerprint=options.get("probe_fingerprint") or "stat",
+      digests=digests)
   max_images = options.get("max_images") or 0
   if max_images and max_images < len(probe):
     probe = Subset(probe, range(max_images))

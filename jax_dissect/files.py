@@ -7,16 +7,24 @@ destination, so a crash or a concurrent writer never leaves a partial file.
 Files get the permissions of an ordinary `open()` (0666 minus the process
 umask, e.g. 0644), not the 0600 of a bare temporary file, so a group can read
 a shared results directory or cache.
+
+A temporary is named `.tmp-*` and its writer holds an exclusive `flock` on
+it until the rename, so a temporary whose lock can be taken belongs to a
+process that died (kill -9, power loss): `remove_orphans` deletes those.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Iterator
 
@@ -32,21 +40,36 @@ def _umask() -> int:
   return mask
 
 
+def _try_flock(fd: int) -> bool:
+  """Takes an exclusive flock on `fd` without waiting; False if held.
+
+  Where the file system has no locks (ENOLCK, EOPNOTSUPP...) it is False
+  too: nothing can then tell a live writer from a dead one.
+  """
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+  except OSError:
+    return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
   """Yields a temporary path; on success it is renamed to `path`.
 
   The caller writes the temporary file (any way it likes); on leaving the
   block without an exception the file is fsynced, given the umask's
-  permissions and renamed to `path`. On an exception it is removed.
+  permissions and renamed to `path`. On an exception it is removed. The
+  temporary is unique (two writers never share one) and locked while it
+  is written (see `remove_orphans`).
   """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX,
                              suffix=os.path.splitext(path)[1])
-  os.close(fd)
   try:
+    _try_flock(fd)
     yield tmp
     with open(tmp, "rb") as f:
       os.fsync(f.fileno())
@@ -55,6 +78,110 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+  """Yields a temporary directory that becomes `path` as a whole.
+
+  The caller fills the directory; on leaving the block it gets the umask's
+  permissions and is renamed to `path`. If `path` exists by then (another
+  process finished first), the temporary is removed and `path` kept. On an
+  exception the temporary is removed.
+  """
+  path = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=TEMP_PREFIX)
+  fd = os.open(tmp, os.O_RDONLY)
+  try:
+    _try_flock(fd)
+    yield tmp
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+      os.rename(tmp, path)
+    except OSError as e:  # Another process made `path` first: keep it.
+      if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (
+          os.path.isdir(path)):
+        raise
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+    os.close(fd)
+
+
+def remove_orphans(directory: str | os.PathLike, min_age_s: float = 1.0
+                   ) -> list[str]:
+  """Removes the temporaries of dead writers in `directory`; returns them.
+
+  A temporary (`.tmp-*`, file or directory) is an orphan when its lock can
+  be taken, i.e. the process that wrote it is gone, and it is older than
+  `min_age_s` (a temporary is locked a moment after it is created).
+  """
+  removed = []
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return removed
+  now = time.time()
+  for name in names:
+    if not name.startswith(TEMP_PREFIX):
+      continue
+    path = os.path.join(os.fspath(directory), name)
+    try:
+      fd = os.open(path, os.O_RDONLY)
+    except OSError:
+      continue  # Renamed or removed meanwhile.
+    try:
+      if not _try_flock(fd) or now - os.fstat(fd).st_mtime < min_age_s:
+        continue
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        os.remove(path)
+      removed.append(path)
+    except OSError:
+      continue
+    finally:
+      os.close(fd)
+  return removed
+
+
+def check_writable_dir(path: str | os.PathLike, option: str) -> str:
+  """Checks that directory `path` exists or can be made, and is writable.
+
+  Nothing is created: the nearest existing ancestor is tested instead of a
+  missing directory (with an unnamed temporary file).
+
+  Args:
+    path: the directory.
+    option: the option's name, for the message.
+
+  Returns:
+    The absolute path.
+
+  Raises:
+    ValueError: one line naming the option, the path and why.
+  """
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"{option}={path!r} is a file, not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"{option}={path!r} cannot be created: {existing!r} is "
+                     "a file, not a directory")
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    what = "is not writable" if existing == path else (
+        f"cannot be created in {existing!r}")
+    raise ValueError(f"{option}={path!r} {what}: "
+                     f"{e.strerror or type(e).__name__}") from None
+  return path
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> str:

@@ -32,13 +32,14 @@ import jax_dissect
 from jax_dissect import cache as cache_lib
 from jax_dissect import concepts as concepts_lib
 from jax_dissect import data as data_lib
-from jax_dissect import options
+from jax_dissect import preflight
 from jax_dissect import results as results_lib
 from jax_dissect import sharding
 from jax_dissect import similarity
 
 SHARDING_METHODS = ("auto", "none") + sharding.METHODS
 P_DTYPES = ("float32", "float16", "bfloat16")
+PROBE_FINGERPRINTS = data_lib.FINGERPRINTS
 # Bumped when the cached labels' JSON layout changes (old entries are then
 # recomputed rather than misread).
 _LABELS_FORMAT = 2
@@ -65,7 +66,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.clip_seed = 0  # Seed of clip_model="random".
   c.clip_tokenizer = ""  # Directory or BPE .txt.gz, for clip_model="random".
   c.clip_config = ml_collections.ConfigDict()  # CLIPConfig overrides (random).
-  c.similarity_kwargs = ml_collections.ConfigDict()  # e.g. {"top_k": 50}.
+  # The kernel's hyper-parameters, e.g. {"top_k": 50}; unset ones take the
+  # kernel's defaults (similarity.get_kernel(name).defaults).
+  c.similarity_kwargs = _similarity_kwargs()
   c.seed = 0  # rank_reorder's permutations.
   c.prompt_template = ml_collections.config_dict.placeholder(str)
   c.p_dtype = "float32"
@@ -82,7 +85,26 @@ def default_config() -> ml_collections.ConfigDict:
   # q-values of every label; analysis/explanation_scores.csv) with its
   # default options.
   c.score_labels = False
+  # Identity of image-folder probe sets in the cache keys: "stat" (each
+  # file's path, size and mtime: free, but an image rewritten with the same
+  # size and mtime keeps its old entries) or "content" (SHA-256 of each
+  # file's bytes, hashed in parallel once and then reused while the file's
+  # size, mtime, ctime and inode stay the same).
+  c.probe_fingerprint = "stat"
+  # Cache reads: "checksum" (size, header and CRC-32 of each entry, once per
+  # process) or "header" (size and header only).
+  c.cache_verify = "checksum"
   return c
+
+
+def _similarity_kwargs() -> ml_collections.ConfigDict:
+  """Every registered kernel's hyper-parameters as typed, unset options."""
+  kwargs = ml_collections.ConfigDict()
+  for name in similarity.names():
+    for key, default in similarity.get_kernel(name).defaults.items():
+      if key not in kwargs and isinstance(default, (int, float)):
+        kwargs[key] = ml_collections.config_dict.placeholder(type(default))
+  return kwargs
 
 
 class _Stages:
@@ -120,15 +142,12 @@ def _split_layers(spec: str | Sequence[str]) -> list[str]:
 
 
 def _full_config(config) -> ml_collections.ConfigDict:
+  """The defaults with `config` set on them, every option checked."""
   full = default_config()
-  full.update(config.to_dict() if hasattr(config, "to_dict") else config)
-  options.choice("similarity_fn", full.similarity_fn, similarity.names())
-  options.choice("sharding", full.sharding, SHARDING_METHODS)
-  options.choice("p_dtype", full.p_dtype, P_DTYPES)
-  options.integer("batch_size", full.batch_size, minimum=1)
-  options.integer("max_images", full.max_images, minimum=0)
-  options.integer("shard_images", full.shard_images, minimum=1)
-  options.choice("score_labels", full.score_labels, (False, True))
+  preflight.merge(full, config.to_dict() if hasattr(config, "to_dict")
+                  else dict(config))
+  preflight.check_options(full, SHARDING_METHODS, P_DTYPES,
+                          PROBE_FINGERPRINTS)
   return full
 
 
@@ -141,15 +160,16 @@ def _scan_probe(probe: data_lib.ProbeSet, cache: cache_lib.ArrayCache,
                 strict: bool) -> tuple[data_lib.ProbeSet, list[str]]:
   """Drops unreadable images (the scan is cached per probe fingerprint)."""
   key = cache.key("scan", probe=probe.fingerprint())
-  scan = cache.load_json(key)
-  if scan is not None:
-    logging.info("cache hit: probe scan of %s", probe.describe())
-  else:
-    logging.info("computing: probe scan of %s", probe.describe())
-    result = data_lib.scan(probe)
-    scan = {"readable": list(result.readable),
-            "skipped": [list(s) for s in result.skipped]}
-    cache.save_json(key, scan)
+  with cache.locked(key):  # Another process making it: wait, reuse.
+    scan = cache.load_json(key)
+    if scan is not None:
+      logging.info("cache hit: probe scan of %s", probe.describe())
+    else:
+      logging.info("computing: probe scan of %s", probe.describe())
+      result = data_lib.scan(probe)
+      scan = {"readable": list(result.readable),
+              "skipped": [list(s) for s in result.skipped]}
+      cache.save_json(key, scan)
   skipped = scan["skipped"]
   for image_id, err in skipped:
     logging.warning("skipping unreadable probe image %s: %s", image_id, err)
@@ -165,7 +185,8 @@ def _scan_probe(probe: data_lib.ProbeSet, cache: cache_lib.ArrayCache,
 
 
 def _probe_set(config, cache, stages) -> tuple[data_lib.ProbeSet, list[str]]:
-  probe = data_lib.probe_set_from_options(config)
+  probe = data_lib.probe_set_from_options(
+      config, digests=data_lib.FileDigests(cache, config.num_threads or None))
   probe, skipped = stages.run("probe_scan", lambda: _scan_probe(
       probe, cache, config.strict))
   if not len(probe):
@@ -229,22 +250,15 @@ class _Target:
 # ----------------------------------------------------------------------------
 
 
-def _given_p(path: str, n: int, m: int) -> tuple[np.ndarray, dict, str]:
-  if not os.path.isfile(path):
-    raise ValueError(f"concept_activations file {path!r} does not exist")
-  p = np.load(path, mmap_mode="r", allow_pickle=False)
-  if p.ndim != 2 or p.shape != (n, m):
-    raise ValueError(
-        f"concept_activations {path!r} has shape {p.shape}; expected "
-        f"(N, M) = ({n}, {m}): one row per readable probe image, one "
-        "column per concept")
+def _given_p(path: str, p: np.ndarray) -> tuple[np.ndarray, dict, str]:
+  """A given P (checked before the work by preflight.read_p_file)."""
   logging.info("using precomputed concept activations %s", path)
   return p, {"concept_activations": os.path.abspath(path)}, (
       cache_lib.array_fingerprint(np.asarray(p)))
 
 
 def _concept_activations(config, cache, probe, concept_set, stages,
-                         num_threads
+                         num_threads, given_p
                          ) -> tuple[np.ndarray, dict[str, str], str]:
   """P (N, M) from a given file or from CLIP (cached).
 
@@ -253,8 +267,8 @@ def _concept_activations(config, cache, probe, concept_set, stages,
   """
   from jax_dissect import clip  # pylint: disable=g-import-not-at-top
   n, m = len(probe), len(concept_set)
-  if config.concept_activations:
-    return _given_p(config.concept_activations, n, m)
+  if given_p is not None:
+    return _given_p(config.concept_activations, given_p)
 
   embedder = stages.run("clip_load", lambda: clip.load_embedder(
       config.clip_model, seed=config.clip_seed,
@@ -263,14 +277,15 @@ def _concept_activations(config, cache, probe, concept_set, stages,
   clip_id = embedder.identity()
   texts = concept_set.texts()
   text_key = cache.key("text_embeddings", clip=clip_id, texts=texts)
-  if cache.has(text_key):
-    logging.info("cache hit: CLIP text embeddings (%d concepts)", m)
-    text_emb = cache.load(text_key)
-  else:
-    logging.info("computing: CLIP text embeddings (%d concepts)", m)
-    text_emb = stages.run("clip_text", lambda: embedder.embed_texts(
-        texts, batch_size=max(1, config.batch_size)))
-    cache.save(text_key, text_emb, {"clip": clip_id, "num_texts": m})
+  with cache.locked(text_key):  # Another process making it: wait, reuse.
+    if cache.has(text_key):
+      logging.info("cache hit: CLIP text embeddings (%d concepts)", m)
+      text_emb = cache.load(text_key)
+    else:
+      logging.info("computing: CLIP text embeddings (%d concepts)", m)
+      text_emb = stages.run("clip_text", lambda: embedder.embed_texts(
+          texts, batch_size=max(1, config.batch_size)))
+      cache.save(text_key, text_emb, {"clip": clip_id, "num_texts": m})
 
   image_key = cache.key("image_embeddings", clip=clip_id,
                         probe=probe.fingerprint())
@@ -288,12 +303,14 @@ def _concept_activations(config, cache, probe, concept_set, stages,
 
   p_key = cache.key("concept_activations", image=image_key, text=text_key,
                     dtype=config.p_dtype)
-  if cache.has(p_key):
-    logging.info("cache hit: concept activations P (%d x %d)", n, m)
-  else:
-    logging.info("computing: concept activations P (%d x %d)", n, m)
-    stages.run("concept_activations", lambda: clip.write_concept_activations(
-        cache.path(p_key), image_emb, text_emb, config.p_dtype))
+  with cache.locked(p_key):
+    if cache.has(p_key):
+      logging.info("cache hit: concept activations P (%d x %d)", n, m)
+    else:
+      logging.info("computing: concept activations P (%d x %d)", n, m)
+      stages.run("concept_activations", lambda: cache.save_with(
+          p_key, lambda path: clip.write_concept_activations(
+              path, image_emb, text_emb, config.p_dtype)))
   return cache.load(p_key), {
       "concept_activations": cache.path(p_key),
       "image_embeddings": cache.path(image_key),
@@ -347,23 +364,24 @@ def _layer_neurons(config, cache, layer, a, a_key, p, p_key, concepts,
   key = cache.key("labels", activations=a_key, concept_activations=p_key,
                   fn=config.similarity_fn, hyper=hyper, seed=config.seed,
                   concepts=concepts, format=_LABELS_FORMAT)
-  saved = cache.load_json(key)
-  if saved is not None:
-    logging.info("cache hit: labels of %s", layer)
-  else:
-    logging.info("computing: labels of %s (%d neurons x %d concepts, %s)",
-                 layer, a.shape[1], len(concepts), config.similarity_fn)
-    a = np.asarray(a, np.float32)
-    devices, method = _kernel_devices(config.sharding)
-    sim = similarity.compute(config.similarity_fn, a, p, seed=config.seed,
-                             devices=devices, method=method, **kwargs)
-    vals, idx = similarity.top_concepts(sim, results_lib.TOP_ALTERNATIVES + 1)
-    del sim
-    n_top = min(results_lib.TOP_IMAGES, a.shape[0])
-    top_images = np.argsort(-a, axis=0, kind="stable")[:n_top].T
-    saved = {"values": vals.tolist(), "concepts": idx.tolist(),
-             "top_images": top_images.tolist()}
-    cache.save_json(key, saved)
+  with cache.locked(key):  # Another process making it: wait, reuse.
+    saved = cache.load_json(key)
+    if saved is not None:
+      logging.info("cache hit: labels of %s", layer)
+    else:
+      logging.info("computing: labels of %s (%d neurons x %d concepts, %s)",
+                   layer, a.shape[1], len(concepts), config.similarity_fn)
+      a = np.asarray(a, np.float32)
+      devices, method = _kernel_devices(config.sharding)
+      sim = similarity.compute(config.similarity_fn, a, p, seed=config.seed,
+                               devices=devices, method=method, **kwargs)
+      vals, idx = similarity.top_concepts(sim, results_lib.TOP_ALTERNATIVES + 1)
+      del sim
+      n_top = min(results_lib.TOP_IMAGES, a.shape[0])
+      top_images = np.argsort(-a, axis=0, kind="stable")[:n_top].T
+      saved = {"values": vals.tolist(), "concepts": idx.tolist(),
+               "top_images": top_images.tolist()}
+      cache.save_json(key, saved)
   return [
       results_lib.Neuron(
           layer=layer, unit=k, description=concepts[idx[0]],
@@ -400,9 +418,15 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   """
   config = _full_config(config)
   layers = _split_layers(config.target_layers)
+  # Checks of paths, files and names, before any expensive stage.
+  preflight.check_paths(config)
+  given_p = (preflight.read_p_file(config.concept_activations)
+             if config.concept_activations else None)
+  preflight.check_models(config)
   num_threads = config.num_threads or min(4, os.cpu_count() or 1)
   stages = _Stages()
-  cache = cache_lib.ArrayCache(config.activation_dir)
+  cache = cache_lib.ArrayCache(config.activation_dir,
+                               verify=config.cache_verify)
 
   # 1. Concepts and probe images.
   concept_set = concepts_lib.read_concepts(config.concept_set,
@@ -411,15 +435,18 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
     raise ValueError(f"concept set {config.concept_set!r} has "
                      f"{len(concept_set)} concept; at least 2 are needed")
   concepts = list(concept_set.concepts)
+  preflight.check_kernel(config, None, len(concepts))
+  if given_p is not None:
+    preflight.check_p_shape(config.concept_activations, given_p, None,
+                            len(concepts))
   probe, skipped = _probe_set(config, cache, stages)
   logging.info("probe set: %s; %d concepts from %s", probe.describe(),
                len(concepts), config.concept_set)
-  kwargs = similarity.fit_hyper(config.similarity_fn, len(probe),
-                                config.similarity_kwargs.to_dict(),
-                                config.seed)
-  # Plan (and so validate) the kernel before any expensive stage.
-  similarity.plan_kernel(config.similarity_fn, len(probe), 1, len(concepts),
-                         **kwargs)
+  # Plan (and so validate) the kernel for N before any expensive stage.
+  kwargs = preflight.check_kernel(config, len(probe), len(concepts))
+  if given_p is not None:
+    preflight.check_p_shape(config.concept_activations, given_p, len(probe),
+                            len(concepts))
   if config.score_labels:
     _check_score_labels(len(probe))
 
@@ -427,7 +454,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   target = _Target(config, cache, probe, layers, stages)
   # 3. P.
   p, p_paths, p_key = _concept_activations(config, cache, probe, concept_set,
-                                           stages, num_threads)
+                                           stages, num_threads, given_p)
   # 4. A.
   acts, act_paths = _activations(config, cache, probe, target, stages,
                                  num_threads)

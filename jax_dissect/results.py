@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from jax_dissect import cache as cache_lib
 from jax_dissect import files
 
 DESCRIPTIONS_CSV = "descriptions.csv"
@@ -289,9 +290,12 @@ class Run:
     return path
 
   def _load(self, *keys: str) -> np.ndarray:
+    """A cached array, checked (size, header, checksum) before it is used."""
     path = self._array_path(*keys)
     try:
-      return np.load(path, mmap_mode="r", allow_pickle=False)
+      return cache_lib.load_verified(path)
+    except cache_lib.DamagedEntryError:
+      raise
     except (ValueError, OSError) as e:
       raise ValueError(f"cannot read cached array {path}: {e}") from e
 

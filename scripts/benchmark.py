@@ -6,7 +6,8 @@ Usage:
 
 Suites are the modules of jax_dissect/benchmarks/; each yields one record per
 measurement, and every record written here also carries the suite, preset,
-host, device list and a timestamp.
+host, device list, a timestamp and the load average. Wrap a run in
+`flock /tmp/bench.lock ...` on a shared machine so benchmarks never overlap.
 """
 
 import importlib
@@ -33,7 +34,25 @@ _PRESET = flags.DEFINE_string(
 _OUTPUT = flags.DEFINE_string(
     "output", None, "JSON-lines file to append to (default: "
     "benchmarks/<suite>.jsonl).")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "key=value: overrides one argument of the preset (the value "
+    "is read as JSON when it parses, else as a string), e.g. "
+    "--set=baseline_repo=/tmp/main for suite cache.")
 flags.mark_flag_as_required("suite")
+
+
+def _preset(suite) -> dict:
+  """The preset's arguments with --set's overrides."""
+  args = dict(suite.PRESETS[_PRESET.value])
+  for item in _SET.value:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--set={item!r} is not key=value")
+    try:
+      args[key] = json.loads(value)
+    except json.JSONDecodeError:
+      args[key] = value
+  return args
 
 
 def main(argv):
@@ -48,14 +67,16 @@ def main(argv):
   context = {
       "suite": _SUITE.value,
       "preset": _PRESET.value,
+      "set": _SET.value,
       "host": platform.node(),
       "cpu_count": os.cpu_count(),
       "devices": [str(d) for d in jax.devices()],
       "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
   with open(output, "a", encoding="utf-8") as f:
-    for record in suite.run(**suite.PRESETS[_PRESET.value]):
-      record = {**context, **record}
+    for record in suite.run(**_preset(suite)):
+      # The machine's load when the record was made (1, 5, 15 minutes).
+      record = {**context, "loadavg": os.getloadavg(), **record}
       logging.info("%s", json.dumps(record))
       f.write(json.dumps(record) + "\n")
       f.flush()

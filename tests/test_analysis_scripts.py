@@ -2,12 +2,14 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from jax_dissect import cache as cache_lib
 import synthetic_results as synth
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,3 +104,40 @@ def test_script_bad_value_is_one_clear_line(res):
   lines = proc.stderr.strip().splitlines()
   assert lines[-1].startswith("error: layer 'layer9' is not in the results")
   assert "Traceback" not in proc.stderr
+
+
+def test_report_to_a_directory_and_damaged_array_are_one_line(res, tmp_path):
+  """make_report --out=<a directory> and an analysis over a damaged cached
+  array end with one `error:` line naming the path, and leave nothing."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.path.join(REPO, "tests"))
+
+  def run(script, *flags):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", script), *flags],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+
+  proc = run("make_report.py", f"--results_dir={res['path']}",
+             f"--out={tmp_path}", "--num_thumbs=0")
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f"error: out='{tmp_path}' is a directory"), proc.stderr[-2000:]
+  assert os.listdir(tmp_path) == []
+  # A copy of the run whose cached P was damaged after its check record.
+  copy = tmp_path / "run"
+  shutil.copytree(res["path"], copy)
+  arrays = json.load(open(copy / "arrays.json"))
+  p_path = str(tmp_path / "P.npy")
+  np.save(p_path, np.load(arrays["concept_activations"]))
+  cache_lib.write_check(p_path)
+  with open(p_path, "r+b") as f:
+    f.seek(-4, os.SEEK_END)
+    f.write(b"\xff\xff\xff\xff")
+  arrays["concept_activations"] = p_path
+  json.dump(arrays, open(copy / "arrays.json", "w"))
+  proc = run("stability.py", f"--results_dir={copy}", "--num_resamples=2",
+             "--layers=layer4")
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: cached array {p_path} is damaged") and (
+      "CRC-32" in last), last

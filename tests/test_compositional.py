@@ -57,3 +57,40 @@ def test_bad_units():
   with pytest.raises(ValueError, match="no units"):
     compositional.compositional_concepts(a, p, img, concepts, [],
                                          synth.fake_embed)
+
+
+def test_memory_estimate_refuses_what_cannot_fit():
+  """The issue's case: 20k concepts combined on 50k images (about 4e8
+  pairs) is refused with the largest num_singles that fits."""
+  gib = 2**30
+  with pytest.raises(ValueError, match=r"num_singles=20000 needs about "
+                     r"[\d.]+ GiB \(399980000 pairs x 50000 images\) but "
+                     r"24.0 GiB is available; use num_singles <= (\d+)") as e:
+    compositional.check_memory(50000, 2048, 20000, 512, available=24 * gib)
+  fits = int(str(e.value).rsplit("<= ", 1)[1])
+  assert compositional.memory_estimate(50000, 2048, fits, 512) <= 24 * gib
+  assert compositional.memory_estimate(50000, 2048, fits + 1, 512) > 24 * gib
+  # The paper's 100 singles on the same data fit (about 10 GiB: P of the
+  # 9900 pairs over 50k images is 2 GiB and is held several times).
+  assert compositional.check_memory(50000, 2048, 100, 512,
+                                    available=24 * gib) < 12 * gib
+
+
+def test_compositional_analysis_checks_memory_first(tmp_path, monkeypatch):
+  """On a machine with too little memory the analysis stops with one line
+  before embedding any pair."""
+  import types  # pylint: disable=g-import-not-at-top
+  import psutil  # pylint: disable=g-import-not-at-top
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  from jax_dissect import results  # pylint: disable=g-import-not-at-top
+  path = synth.write_results(str(tmp_path / "run"), synth.make_world())
+  monkeypatch.setattr(psutil, "virtual_memory",
+                      lambda: types.SimpleNamespace(available=2**20))
+  embedded = []
+  monkeypatch.setattr(compositional.text_embed, "embed_unique",
+                      lambda *a: embedded.append(a))
+  with pytest.raises(ValueError, match=r"num_singles=20 needs about .* but "
+                     r"0.0 GiB is available; use num_singles <= \d+"):
+    analyses.run("compositional", results.load_run(path), layer="layer4",
+                 units=[0], num_singles=20)
+  assert not embedded

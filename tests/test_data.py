@@ -48,8 +48,39 @@ def test_fingerprint_changes_with_content_and_order(tmp_path):
   _write_images(str(tmp_path / "x"), ["a.png"], size=(5, 5))
   os.replace(tmp_path / "x" / "a.png", tmp_path / "a.png")
   assert data_lib.ImageFolder(str(tmp_path)).fingerprint() != fp
-  hashed = data_lib.ImageFolder(str(tmp_path), content_hash=True)
+  hashed = data_lib.ImageFolder(str(tmp_path), fingerprint="content")
   assert hashed.fingerprint() != fp
+
+
+def test_file_digests_are_kept_and_redone_on_any_rewrite(tmp_path):
+  """Digests are computed once and reused from the cache; a file rewritten
+  in place with the same size and mtime is hashed again (its ctime moved)."""
+  from jax_dissect import cache as cache_lib  # pylint: disable=g-import-not-at-top
+  names = [f"{i:02d}.png" for i in range(12)]
+  _write_images(str(tmp_path / "img"), names)
+  cache = cache_lib.ArrayCache(str(tmp_path / "cache"))
+
+  def folder():
+    return data_lib.ImageFolder(str(tmp_path / "img"), fingerprint="content",
+                                digests=data_lib.FileDigests(cache, 4))
+
+  first = folder()
+  fp = first.fingerprint()
+  assert first.digests.hashed == 12
+  again = folder()
+  assert again.fingerprint() == fp and again.digests.hashed == 0
+  path = tmp_path / "img" / "03.png"
+  st = os.stat(path)
+  data = bytearray(path.read_bytes())
+  data[-20] ^= 0xFF  # Same size.
+  path.write_bytes(bytes(data))
+  os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # Same mtime.
+  changed = folder()
+  assert changed.fingerprint() != fp and changed.digests.hashed == 1
+  assert data_lib.ImageFolder(str(tmp_path / "img")).fingerprint() == (
+      data_lib.ImageFolder(str(tmp_path / "img")).fingerprint())
+  with pytest.raises(ValueError, match="probe_fingerprint='md5'"):
+    data_lib.ImageFolder(str(tmp_path / "img"), fingerprint="md5")
 
 
 def test_empty_and_missing_folder(tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import json
 import math
 import os
 import signal
@@ -128,3 +129,56 @@ def test_bad_input_is_one_line(tmp_path, flag, expected):
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+def test_readme_nested_override_sets_top_k(smoke_run):
+  """The README's `--config.similarity_kwargs.top_k=50`: only the labels
+  are recomputed, with top_k=50."""
+  tmp, _ = smoke_run
+  result = _run(_args(tmp, "top_k50", "--config.similarity_kwargs.top_k=50"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp / "top_k50" / "config.json", encoding="utf-8") as f:
+    assert json.load(f)["similarity_kwargs"] == {"top_k": 50}
+  computed = _log_lines(result.stderr, "computing:")
+  assert len(computed) == 5 and all("labels of" in l for l in computed), (
+      computed)
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--config=configs/nope.py"],
+     "--config=configs/nope.py: no such config file 'configs/nope.py'"),
+    (["--config=configs/nope.py", "--config.batch_size=3"],
+     "no such config file"),
+    ([f"--config={SMOKE[:-len(':smoke')]}:bogus"],
+     "cannot load it: ValueError: unknown config argument 'bogus'"),
+    ([f"--config={SMOKE}", "--config.xyz=1"],
+     "--config.xyz=1: the config has no option 'xyz'"),
+    ([f"--config={SMOKE}", "--config.similarity_kwargs.topk=50"],
+     "the config has no option 'similarity_kwargs.topk'; did you mean top_k"),
+    ([f"--config={SMOKE}", "--config.similarity_kwargs.top_k=abc"],
+     "flag --config.similarity_kwargs.top_k=abc: invalid literal for int()"),
+    ([f"--config={SMOKE}", "--config.similarity_kwargs.top_k=0"], "top_k=0"),
+    ([f"--config={SMOKE}", "--result_dir=FILE"], "is a file, not a "
+                                                 "directory"),
+    ([f"--config={SMOKE}", "--result_dir=/sys/results"],
+     "result_dir='/sys/results' cannot be created in '/sys'"),
+    ([f"--config={SMOKE}", "--concept_activations=FILE"],
+     "is not a .npy array file"),
+])
+def test_config_and_path_errors_are_one_line_and_early(tmp_path, flags,
+                                                       expected):
+  """Missing config files, unknown or bad --config.<key> overrides and
+  unusable paths end in one `error:` line, before any stage runs: within
+  seconds (the smoke run they would otherwise follow takes a minute)."""
+  (tmp_path / "file.txt").write_text("0.1 0.2\n")
+  flags = [f.replace("FILE", str(tmp_path / "file.txt")) for f in flags]
+  t0 = time.monotonic()
+  result = _run([sys.executable, SCRIPT, *flags, "--alsologtostderr",
+                 f"--activation_dir={tmp_path / 'cache'}"], timeout=300)
+  seconds = time.monotonic() - t0
+  assert result.returncode != 0
+  assert seconds < 30, seconds  # Python and JAX start in ~3 s.
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+  assert not _log_lines(result.stderr, "stage "), result.stderr[-2000:]

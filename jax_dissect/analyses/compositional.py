@@ -46,10 +46,17 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
   num_singles = options.integer("num_singles", config.num_singles, minimum=2,
                                 maximum=len(results.concepts))
   top_n = options.integer("top_n", config.top_n, minimum=1)
+  image_embeddings = results.image_embeddings()
+  # Refuse a run the machine cannot hold rather than be killed by the OOM
+  # killer hours in.
+  compositional_lib.check_memory(
+      image_embeddings.shape[0], num_neurons, num_singles,
+      image_embeddings.shape[1],
+      sum(map(len, results.concepts)) / len(results.concepts))
   fn = results.similarity_fn
   rows = compositional_lib.compositional_concepts(
       results.activations(layer), results.concept_activations(),
-      results.image_embeddings(), results.concepts, units,
+      image_embeddings, results.concepts, units,
       text_embed.from_options(config, results), similarity_fn=fn,
       kernel_kwargs=results.kernel_kwargs(fn), num_singles=num_singles,
       top_n=top_n, seed=results.seed)

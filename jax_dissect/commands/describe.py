@@ -5,10 +5,16 @@
 
 Flags with the reference CLI's names override the config; without --config
 the defaults are the reference's (resnet50, ViT-B/16 CLIP, soft_wpmi...).
+`--config.<name>=value` sets any option of the config, nested ones too
+(`--config.similarity_kwargs.top_k=50`). A missing config file, an unknown
+option or a bad value ends the command with one `error: ...` line.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 import sys
 
 from absl import app
@@ -62,11 +68,66 @@ flags.DEFINE_bool("score_labels", None, "After labelling, score every label "
 FLAGS = flags.FLAGS
 
 
-def config_from_flags():
-  """The run's config: defaults, then --config, then the reference flags."""
-  config = pipeline.default_config()
+def _last_line(error: BaseException) -> str:
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def _config_file_error(argv: list[str], error: BaseException) -> str:
+  """One line for a --config file that cannot be loaded."""
+  spec = next((a.split("=", 1)[1] for a in argv
+               if re.match(r"^--?config=", a)), FLAGS["config"].default)
+  path = str(spec).split(":", 1)[0]
+  if not os.path.isfile(path):
+    return f"--config={spec}: no such config file {path!r}"
+  return f"--config={spec}: cannot load it: {_last_line(error)}"
+
+
+def _override_error(argv: list[str], error: BaseException) -> str:
+  """One line for a --config.<name> override the config has no key for."""
+  found = re.search(r"'([^'\\]+)", str(error))
+  missing = found.group(1) if found else str(error)
+  for arg in argv:
+    match = re.match(r"^--?config\.([\w.]+)(=.*)?$", arg)
+    if not match or missing not in match.group(1).split("."):
+      continue
+    path = match.group(1).split(".")
+    parent = pipeline.default_config()
+    for part in path[:path.index(missing)]:
+      parent = parent.get(part) if hasattr(parent, "get") else None
+    keys = sorted(parent.keys()) if hasattr(parent, "keys") else []
+    near = difflib.get_close_matches(missing, keys, n=3)
+    hint = (f"did you mean {', '.join(near)}?" if near
+            else f"options there: {', '.join(keys)}" if keys else "")
+    return (f"{arg}: the config has no option "
+            f"{'.'.join(path[:path.index(missing) + 1])!r}"
+            + (f"; {hint}" if hint else ""))
+  return f"bad --config override: {_last_line(error)}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with every error as one `error: ...` line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    if "config file" in str(e):
+      sys.exit(f"error: {_config_file_error(argv, e)}")
+    sys.exit(f"error: {_last_line(e)}")
+  except (AttributeError, KeyError) as e:  # --config.<unknown key>=...
+    sys.exit(f"error: {_override_error(argv, e)}")
+  except OSError as e:  # An override of a config file that did not load.
+    sys.exit(f"error: {_config_file_error(argv, e)}")
+
+
+def config_from_flags() -> dict:
+  """The run's options: --config (overrides applied), then the reference
+  flags; describe_neurons adds the defaults and checks them all."""
+  config = {}
   if _CONFIG.value is not None:
-    config.update(_CONFIG.value.to_dict())
+    try:
+      config = _CONFIG.value.to_dict()
+    except OSError as e:  # The file did not load.
+      raise ValueError(_config_file_error(sys.argv, e)) from None
   for name in list(_STR_FLAGS) + ["batch_size", "strict", "score_labels"]:
     if FLAGS[name].present:
       config[name] = FLAGS[name].value
@@ -77,8 +138,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   commands.setup_environment()
-  config = config_from_flags()
   try:
+    config = config_from_flags()
     results = pipeline.describe_neurons(config)
   except (*commands.USER_ERRORS, RuntimeError) as e:
     # Bad input (unknown names, missing files, unloadable weights): one line.
@@ -89,4 +150,4 @@ def main(argv):
 
 
 def run(argv=None):
-  app.run(main, argv=argv)
+  app.run(main, argv=argv, flags_parser=parse_flags)
