@@ -149,7 +149,6 @@ def _full_config(config) -> ml_collections.ConfigDict:
                   else dict(config))
   preflight.check_options(full, SHARDING_METHODS, P_DTYPES,
                           PROBE_FINGERPRINTS)
-  options.choice("score_labels", full.score_labels, (False, True))
   return full
 
 

@@ -85,6 +85,8 @@ def check_options(config: ml_collections.ConfigDict, sharding_methods,
   options.integer("max_images", config.max_images, minimum=0)
   options.integer("shard_images", config.shard_images, minimum=1)
   options.integer("num_threads", config.num_threads, minimum=0)
+  options.choice("score_labels", config.get("score_labels", False),
+                 (False, True))
   for name in ("seed", "target_seed", "clip_seed"):
     options.integer(name, config[name])
   for name in ("d_probe", "concept_set", "target_model", "clip_model",

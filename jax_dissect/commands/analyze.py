@@ -7,7 +7,8 @@
 Every option of the analysis' `get_config()` is a flag of the same name
 (lists are comma-separated); the outputs go to <results_dir>/analysis (or
 --out_dir) with a manifest the HTML report reads. scripts/stability.py,
-evaluate.py, profile_layers.py, score_explanations.py, compositional.py and
+evaluate.py, profile_layers.py, score_explanations.py, compositional.py,
+linear_explanations.py and
 weight_analysis.py are the same command with the analysis fixed.
 """
 
