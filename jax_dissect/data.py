@@ -427,3 +427,49 @@ def probe_set_from_options(options: Mapping[str, Any], *,
   if max_images and max_images < len(probe):
     probe = Subset(probe, range(max_images))
   return probe
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split())
+
+
+def run_probe_set(results: Any) -> ProbeSet:
+  """A describe_neurons run's probe set, rows in the run's order.
+
+  Rebuilt from the run's options (d_probe, tfds/broden options,
+  max_images; no download), its unreadable images dropped as the run
+  dropped them, and its ids checked against the run's image ids, so image
+  i is row i of the run's A and P.
+
+  Args:
+    results: a results.Run (its config, image_ids, skipped_images, path).
+
+  Returns:
+    The probe set.
+
+  Raises:
+    ValueError: the probe set cannot be rebuilt or no longer matches.
+  """
+  cfg = results.config
+  if not cfg.get("d_probe"):
+    raise ValueError(f"{os.path.join(results.path, 'config.json')} has no "
+                     "d_probe: cannot rebuild the run's probe images")
+  try:
+    probe = probe_set_from_options(cfg, tfds_download=False)
+  except (ValueError, OSError) as e:
+    raise ValueError(f"cannot rebuild the run's probe set "
+                     f"d_probe={cfg['d_probe']!r}: {_one_line(e)}") from e
+  skipped = set(results.skipped_images)
+  if skipped:
+    probe = Subset(probe, [i for i, image_id in enumerate(probe.ids)
+                           if image_id not in skipped])
+  ids, want = probe.ids, results.image_ids
+  if ids != want:
+    first = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b),
+                 min(len(ids), len(want)))
+    raise ValueError(
+        f"the probe set d_probe={cfg['d_probe']!r} rebuilt now has "
+        f"{len(ids)} images but the run's image_ids.txt lists {len(want)}, "
+        f"differing from row {first}: the probe data changed since the run "
+        "(re-run describe_neurons)")
+  return probe

@@ -110,6 +110,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Cache reads: "checksum" (size, header and CRC-32 of each entry, once per
   # process) or "header" (size and header only).
   c.cache_verify = "checksum"
+  # After labelling, run the scoring analysis (simulation scores, p- and
+  # q-values of every label; analysis/explanation_scores.csv) with its
+  # default options.
+  c.score_labels = False
   return c
 
 
@@ -623,6 +627,8 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   if given_p is not None:
     preflight.check_p_shape(config.concept_activations, given_p, len(probe),
                             len(concepts))
+  if config.score_labels:
+    _check_score_labels(len(probe))
 
   # 2. The target and its layer names, checked before any long stage.
   target = _Target(config, cache, probe, layers, stages)
@@ -661,7 +667,32 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
     logging.info("wrote %s (%d layers, %d neurons)", config.result_dir,
                  len(layers), len(neurons))
   processes.barrier("results written")
-  return results_lib.Run(path=result_dir, neurons=neurons,
-                         config=config_dict, concepts=concepts,
-                         image_ids=image_ids, arrays=arrays,
-                         skipped_images=skipped)
+  run = results_lib.Run(path=result_dir, neurons=neurons,
+                        config=config_dict, concepts=concepts,
+                        image_ids=image_ids, arrays=arrays,
+                        skipped_images=skipped)
+  if config.score_labels and processes.is_main:
+    # Process 0 alone: the analysis reads the run it wrote, on its devices.
+    stages.run("score_labels", lambda: _score_labels(run), processes=1)
+  return run
+
+
+def _check_score_labels(num_images: int) -> None:
+  """The scoring analysis' default split must leave enough held-out images."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  from jax_dissect import scoring  # pylint: disable=g-import-not-at-top
+  config = analyses.make_config("scoring")
+  try:
+    scoring.split_indices(num_images, config.split, config.seed)
+  except ValueError as e:
+    raise ValueError(f"score_labels: {e}") from None
+
+
+def _score_labels(run: results_lib.Run) -> None:
+  """Runs the scoring analysis on the run; writes <run>/analysis."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  output = analyses.run("scoring", run)
+  paths = results_lib.write_analysis(output, run.analysis_dir())
+  for line in output.summary:
+    logging.info("score_labels: %s", line)
+  logging.info("wrote %s", ", ".join(paths.values()))

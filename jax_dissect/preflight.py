@@ -90,6 +90,8 @@ def check_options(config: ml_collections.ConfigDict, sharding_methods,
   options.integer("prefetch_batches", config.prefetch_batches, minimum=1)
   precision.check(config.compute_dtype)
   data_parallel.check_option(config.devices)
+  options.choice("score_labels", config.get("score_labels", False),
+                 (False, True))
   for name in ("seed", "target_seed", "clip_seed"):
     options.integer(name, config[name])
   for name in ("d_probe", "concept_set", "target_model", "clip_model",

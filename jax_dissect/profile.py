@@ -3,7 +3,8 @@
 Each neuron's label is mapped to a category (default object, part, scene,
 material, texture, color, unknown) by a categorizer; a neuron counts as
 interpretable when its score is > tau (0.16 is the published value for
-soft_wpmi). Per layer, the share of neurons that are interpretable and of
+soft_wpmi) or, when an alpha is given, when its label's permutation q-value
+(jax_dissect.significance) is < alpha. Per layer, the share of neurons that are interpretable and of
 each category is reported (CSV/JSON) and plotted (one bar-chart panel per
 layer), plus the interpretable fraction as a function of tau.
 
@@ -233,9 +234,11 @@ class Profile:
 
   Attributes:
     categories: the category order of all tables and charts.
-    tau: the interpretability cut-off used.
+    tau: the score cut-off (interpretable: score > tau unless alpha is set).
+    alpha: None, or the q-value cut-off used instead (interpretable:
+      q_value < alpha).
     neurons: per neuron: layer, unit, description, similarity, category,
-      interpretable.
+      interpretable (and q_value when alpha is set).
     layers: per layer (in order): layer, n_neurons, n_interpretable,
       interpretable_fraction, and per category c: count_<c>, percent_<c>
       (percent of all neurons of the layer that are interpretable and of
@@ -249,6 +252,13 @@ class Profile:
   layers: list[dict[str, Any]]
   taus: np.ndarray
   interpretable_vs_tau: dict[str, np.ndarray]
+  alpha: float | None = None
+
+  @property
+  def cutoff(self) -> str:
+    """The interpretability rule, e.g. 'score > 0.16' or 'q < 0.05'."""
+    return (f"score > {self.tau:g}" if self.alpha is None else
+            f"q < {self.alpha:g}")
 
 
 def default_tau(similarity_fn: str) -> float:
@@ -262,7 +272,9 @@ def default_tau(similarity_fn: str) -> float:
 def profile_neurons(neurons: Sequence[Any],
                     categorizer: Categorizer, tau: float,
                     taus: Sequence[float] | None = None,
-                    num_taus: int = 41) -> Profile:
+                    num_taus: int = 41, *,
+                    q_values: Mapping[tuple[str, int], float] | None = None,
+                    alpha: float | None = None) -> Profile:
   """Categorizes labelled neurons and summarises them per layer.
 
   Args:
@@ -273,12 +285,24 @@ def profile_neurons(neurons: Sequence[Any],
     taus: grid of the interpretability curve; default `num_taus` points
       spanning the observed scores.
     num_taus: size of the default grid.
+    q_values: (layer, unit) -> the label's q-value; needed with alpha.
+    alpha: if given, a neuron is interpretable if its q-value is < alpha
+      (instead of score > tau; the tau curve stays on the scores).
 
   Returns:
     The Profile.
   """
   if not neurons:
     raise ValueError("no neurons to profile")
+  if alpha is not None:
+    if not 0.0 < alpha < 1.0:
+      raise ValueError(f"alpha={alpha} must be in (0, 1)")
+    missing = [(n.layer, int(n.unit)) for n in neurons
+               if (n.layer, int(n.unit)) not in (q_values or {})]
+    if missing:
+      raise ValueError(f"alpha is set but {len(missing)} neurons (first: "
+                       f"layer {missing[0][0]!r} unit {missing[0][1]}) have "
+                       "no q-value")
   categories = tuple(categorizer.categories)
   labels = [n.description for n in neurons]
   cats = list(categorizer(labels))
@@ -290,6 +314,10 @@ def profile_neurons(neurons: Sequence[Any],
            "description": n.description, "similarity": float(s),
            "category": c, "interpretable": bool(s > tau)}
           for n, s, c in zip(neurons, scores, cats)]
+  if alpha is not None:
+    for r in rows:
+      r["q_value"] = float(q_values[(r["layer"], r["unit"])])
+      r["interpretable"] = r["q_value"] < alpha
   layer_names = list(dict.fromkeys(r["layer"] for r in rows))
   layer_rows = []
   for layer in layer_names:
@@ -312,7 +340,8 @@ def profile_neurons(neurons: Sequence[Any],
   curve = {layer: np.mean(scores[layer_of == layer][None, :] > taus[:, None],
                           axis=1) for layer in layer_names}
   return Profile(categories=categories, tau=float(tau), neurons=rows,
-                 layers=layer_rows, taus=taus, interpretable_vs_tau=curve)
+                 layers=layer_rows, taus=taus, interpretable_vs_tau=curve,
+                 alpha=None if alpha is None else float(alpha))
 
 
 def plot_profile(profile: Profile, path: str, *,
@@ -335,7 +364,7 @@ def plot_profile(profile: Profile, path: str, *,
     ax.set_title(f"{row['layer']}\n{100 * row['interpretable_fraction']:.0f}%"
                  f" of {row['n_neurons']} interpretable", fontsize=9)
     ax.set_ylim(0, top * 1.1)
-  axes[0][0].set_ylabel(f"% of neurons (score > {profile.tau:g})")
+  axes[0][0].set_ylabel(f"% of neurons ({profile.cutoff})")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

@@ -35,11 +35,16 @@ import numpy as np
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 # Number of random permutations of rank_reorder's baseline.
 NUM_BASELINE_PERMUTATIONS = 5
-# (soft_)wpmi multiply this many factors before taking one log. Every factor
-# is >= eps >= 1e-7 (eps is bounded below), so a product of 4 is >= 1e-28,
-# far above float32's smallest normal (1.2e-38): no underflow, and the result
-# equals the sum of logs to float32 rounding.
-_PRODUCT_BLOCK = 4
+# (soft_)wpmi never store Q = softmax(a P) as an (N, M) array: they compute
+# it for tiles of concepts of about this many bytes (N x T float32) at a
+# time, each tile from P and two (N,) vectors (see _softmax_rows).
+_Q_TILE_BYTES = 4 * 2**20
+# Tiles are at least this many concepts wide (fewer only if M is smaller).
+_MIN_Q_TILE = 128
+# (soft_)wpmi multiply up to this many factors before taking one log; the
+# block size actually used comes from the hyper-parameters
+# (product_block_size), so that no product leaves float32's normal range.
+_MAX_PRODUCT_BLOCK = 16
 _MIN_EPS = 1e-7
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -68,7 +73,10 @@ def _as_matrix(x: Any, name: str, dims: str) -> jax.Array:
 
 @jax.jit
 def _all_finite(x: jax.Array) -> jax.Array:
-  return jnp.all(jnp.isfinite(x))
+  # x * 0 is 0 for finite x and NaN for NaN or +-inf, and a sum with a NaN
+  # term is NaN. Row sums reduce along the minor axis, which XLA:CPU does
+  # ~4x faster than jnp.all(jnp.isfinite(x)) over a large (N, M) array.
+  return jnp.all(jnp.sum(x * 0.0, axis=1) == 0.0)
 
 
 @jax.jit
@@ -164,7 +172,65 @@ def log_prior(log_likelihood: jax.Array, num_neurons: int | None = None,
   if valid is not None:
     log_likelihood = jnp.where(valid[:, None], log_likelihood, -jnp.inf)
   k = log_likelihood.shape[0] if num_neurons is None else num_neurons
-  return jax.nn.logsumexp(log_likelihood, axis=0) - math.log(k)
+  # logsumexp over the major axis with blocked column reductions (see
+  # column_sums; jax.nn.logsumexp(axis=0) is ~4x slower on XLA:CPU), and
+  # the same shift as jax.nn.logsumexp: the column max where finite.
+  top = column_max(log_likelihood)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  total = column_sums(log_likelihood - top[None], jnp.exp)
+  return top + jnp.log(total) - math.log(k)
+
+
+def product_block_size(min_factor: float, max_factor: float) -> int:
+  """How many factors (soft_)wpmi may multiply before taking one log.
+
+  Exactness: every factor f of the kernel lies in [min_factor, max_factor]
+  (real-valued bounds from the hyper-parameters, see _plan_soft_wpmi and
+  _plan_wpmi). A product of B such factors lies in [min_factor^B,
+  max_factor^B]; B is the largest count (at most _MAX_PRODUCT_BLOCK) for
+  which that interval, widened by 1% on each side for float32's rounding
+  of the factors and of the products, stays inside float32's normal range
+  [1.2e-38, 3.4e38]. Then no product underflows (XLA:CPU flushes
+  subnormals to zero) or overflows, each float32 product of B factors
+  carries a relative rounding error of at most (B - 1) * 2^-24, and
+  log(product) equals the sum of the B logs to within (B - 1) * 6e-8
+  absolute: the same order as the rounding of the factors themselves, so
+  the result equals the per-factor sum of logs to float32 precision.
+
+  Args:
+    min_factor: a lower bound of every factor, > 0.
+    max_factor: an upper bound of every factor.
+
+  Returns:
+    B >= 1.
+  """
+  if not 0.0 < min_factor <= max_factor:
+    raise ValueError(f"factor bounds [{min_factor}, {max_factor}] must be "
+                     "positive and ordered")
+  info = np.finfo(np.float32)
+  lo, hi = 0.99 * min_factor, 1.01 * max_factor
+  block = _MAX_PRODUCT_BLOCK
+  if lo < 1.0:  # lo^B >= tiny  <=>  B <= log(tiny) / log(lo).
+    block = min(block, int(math.log(float(info.tiny)) / math.log(lo)))
+  if hi > 1.0:  # hi^B <= max  <=>  B <= log(max) / log(hi).
+    block = min(block, int(math.log(float(info.max)) / math.log(hi)))
+  return max(block, 1)
+
+
+def _product_of_factors(q: jax.Array, idx: jax.Array, offset: jax.Array,
+                        scale: jax.Array, start: Any, count: int
+                        ) -> jax.Array:
+  """prod_{j = start}^{start + count - 1} (offset_j + scale_j q[idx[:, j]]).
+
+  One gathered row of q per neuron and position, (C, T); XLA fuses the
+  count gathers, the multiply-adds and the products into one loop.
+  """
+  product = None
+  for i in range(count):
+    j = start + i
+    factor = offset[j] + scale[j] * q[idx[:, j]]
+    product = factor if product is None else product * factor
+  return product
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
@@ -179,89 +245,194 @@ def apply_prior(log_likelihood: jax.Array, lam: float) -> jax.Array:
 
 
 def _sum_log_factors(q: jax.Array, idx: jax.Array, offset: jax.Array,
-                     scale: jax.Array) -> jax.Array:
+                     scale: jax.Array, block: int) -> jax.Array:
   """sum_j log(offset_j + scale_j * q[idx[:, j]]), for a chunk of neurons.
 
-  Walks the top_k positions in blocks of _PRODUCT_BLOCK: each step gathers
-  one row of q per neuron and position, multiplies the block's factors and
-  takes one log, so only (chunk, M) arrays are live and no
-  (chunk, top_k, M) tensor is built.
+  Walks the top_k positions in blocks of `block` (balanced so the last
+  block is not much shorter): each step gathers one row of q per neuron
+  and position, multiplies the block's factors and takes one log, so only
+  (chunk, T) arrays are live and no (chunk, top_k, T) tensor is built.
 
   Args:
-    q: (N, M) per-image concept probabilities.
+    q: (N, T) per-image concept probabilities (a tile of concepts).
     idx: (C, top_k) int32 image indices of each neuron's top images.
-    offset: (top_k,) per-position offset; factors must be >= 1e-7.
+    offset: (top_k,) per-position offset.
     scale: (top_k,) per-position scale.
+    block: factors per log, from product_block_size (products stay normal).
 
   Returns:
-    (C, M) float32 sums of logs.
+    (C, T) float32 sums of logs.
   """
   c, top_k = idx.shape
-  blocks = -(-top_k // _PRODUCT_BLOCK)
-  pad = blocks * _PRODUCT_BLOCK - top_k
-  # Padded positions gather row 0 with the factor exactly 1.
-  idx = jnp.pad(idx, ((0, 0), (0, pad)))
-  offset = jnp.pad(offset, (0, pad), constant_values=1.0)
-  scale = jnp.pad(scale, (0, pad))
+  offset, scale = jnp.asarray(offset), jnp.asarray(scale)
+  block = min(block, top_k)
+  block = -(-top_k // -(-top_k // block))  # Balanced: same number of logs.
+  full, rest = divmod(top_k, block)
 
-  def block(b, acc):
-    product = None
-    for i in range(_PRODUCT_BLOCK):
-      j = b * _PRODUCT_BLOCK + i
-      factor = offset[j] + scale[j] * q[idx[:, j]]
-      product = factor if product is None else product * factor
-    return acc + jnp.log(product)
+  def step(b, acc):
+    return acc + jnp.log(_product_of_factors(q, idx, offset, scale,
+                                             b * block, block))
 
-  return jax.lax.fori_loop(0, blocks, block,
-                           jnp.zeros((c, q.shape[1]), jnp.float32))
+  # The shorter last block starts the sum: as a separate addition after
+  # the loop, XLA fuses it into the in-place update of the output and runs
+  # it on one thread, ~2x slower in total.
+  if rest:
+    acc = jnp.log(_product_of_factors(q, idx, offset, scale, full * block,
+                                      rest))
+  else:
+    acc = jnp.zeros((c, q.shape[1]), jnp.float32)
+  return jax.lax.fori_loop(0, full, step, acc)
+
+
+def _softmax_rows(p: jax.Array, a: float
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The parts of Q = softmax(a P, axis=1) that (soft_)wpmi keep.
+
+  Q[i, m] = exp(a P[i, m] - shift[i]) * inv[i] with shift = max_m a P[i, m]
+  and inv = 1 / sum_m exp(a P[i, m] - shift[i]): jax.nn.softmax's values
+  (a multiply by the reciprocal instead of a divide, within one rounding).
+  Storing the two (N,) vectors instead of Q saves writing an (N, M) array:
+  on XLA:CPU a fresh 400 MB output costs ~0.17 s of page faults alone,
+  more than the exps; each tile of Q is recomputed from P where it is used
+  (_map_q_tiles). 0 <= Q <= 1: shift is the row's largest a P (float32
+  rounding is monotonic, so no a P[i, m] - shift[i] is positive) and
+  inv <= 1 (the largest term of the sum is exp(0) = 1).
+
+  Args:
+    p: (N, M) concept activations.
+    a: softmax temperature multiplier.
+
+  Returns:
+    (P, shift (N,), inv (N,)).
+  """
+  # max_m a P[i, m] = a * max_m P[i, m] exactly (float32 rounding is
+  # monotonic; min for a < 0). Taking it from P keeps XLA from writing
+  # a * P as an (N, M) array that both reductions would read.
+  shift = a * (jnp.max(p, axis=1) if a >= 0 else jnp.min(p, axis=1))
+  total = jnp.sum(jnp.exp(a * p - shift[:, None]), axis=1)
+  return p, shift, 1.0 / total
+
+
+def _q_tile_width(num_images: int, num_concepts: int) -> int:
+  """Concepts per tile of Q: ~_Q_TILE_BYTES, a multiple of 128, <= M."""
+  width = max(_MIN_Q_TILE, _Q_TILE_BYTES // (4 * num_images) // 128 * 128)
+  return min(width, num_concepts)
+
+
+def _map_q_tiles(fn: Callable[[jax.Array], jax.Array],
+                 ctx: tuple[jax.Array, jax.Array, jax.Array], a: float,
+                 tile: int, rows: int) -> jax.Array:
+  """[fn(Q[:, t]) for concept tiles t], concatenated: (rows, M).
+
+  Each tile of Q (N x tile) is computed from P and the row statistics of
+  _softmax_rows, used by fn (gathers of its rows stay in cache) and
+  dropped. M not divisible by tile: the last, narrower tile is a separate
+  static slice (no padded copy of P).
+  """
+  p, shift, inv = ctx
+  m = p.shape[1]
+  full = m // tile
+
+  def q_tile(p_tile):
+    return jnp.exp(a * p_tile - shift[:, None]) * inv[:, None]
+
+  def step(t, out):
+    p_tile = jax.lax.dynamic_slice_in_dim(p, t * tile, tile, axis=1)
+    return jax.lax.dynamic_update_slice_in_dim(out, fn(q_tile(p_tile)),
+                                               t * tile, axis=1)
+
+  out = jax.lax.fori_loop(0, full, step, jnp.zeros((rows, m), jnp.float32))
+  if m % tile:
+    out = out.at[:, full * tile:].set(fn(q_tile(p[:, full * tile:])))
+  return out
+
+
+def _top_indices(a_chunk: jax.Array, top_k: int) -> jax.Array:
+  """(chunk, top_k) int32 indices of each row's top_k values, descending.
+
+  The optimization barrier keeps XLA from folding the static column slices
+  of the last product block into the sort that top_k lowers to; folded,
+  XLA:CPU no longer recognises the sort as a top-k and fully sorts every
+  row (a chunk x N sort, the largest cost of a kernel call at N = 5000).
+  """
+  _, idx = jax.lax.top_k(a_chunk, top_k)
+  return jax.lax.optimization_barrier(idx)
 
 
 def _soft_wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
-                      q: jax.Array, *, top_k: int, p_start: float,
-                      p_end: float, eps: float) -> jax.Array:
+                      ctx: tuple[jax.Array, jax.Array, jax.Array], *,
+                      a: float, top_k: int, p_start: float, p_end: float,
+                      eps: float, block: int, tile: int) -> jax.Array:
   """L[k, m] = sum_j log(1 + p_j (Q[I_kj, m] - 1) + eps), (chunk, M)."""
   del neuron_ids
-  _, idx = jax.lax.top_k(a_chunk, top_k)  # (chunk, top_k), descending.
-  j = jnp.arange(top_k, dtype=jnp.float32)
-  p = p_start - (j / top_k) * (p_start - p_end)  # (top_k,)
-  # 1 + p (Q - 1) + eps = (1 - p + eps) + p Q.
-  return _sum_log_factors(q, idx, 1.0 - p + eps, p)
+  idx = _top_indices(a_chunk, top_k)
+  # 1 + p_j (Q - 1) + eps = (1 - p_j + eps) + p_j Q. The per-position
+  # constants are computed in float64 on the host and rounded once: traced,
+  # XLA's simplifier rewrites (1 - p) + eps as (1 + eps) - p, and the
+  # float32 constant 1 + eps is 1 + 1.19e-7 (at p_start = 1 the offset
+  # becomes 1.19e-7 instead of 1e-7, 0.18 per factor in log space).
+  p = p_start - (np.arange(top_k) / top_k) * (p_start - p_end)  # (top_k,)
+  offset = ((1.0 - p) + eps).astype(np.float32)
+  scale = p.astype(np.float32)
+  return _map_q_tiles(
+      lambda q: _sum_log_factors(q, idx, offset, scale, block), ctx, a,
+      tile, idx.shape[0])
 
 
-def _wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array, q: jax.Array, *,
-                 top_k: int, eps: float) -> jax.Array:
+def _wpmi_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
+                 ctx: tuple[jax.Array, jax.Array, jax.Array], *, a: float,
+                 top_k: int, eps: float, block: int, tile: int
+                 ) -> jax.Array:
   """L[k, m] = sum_j log(Q[I_kj, m] + eps), (chunk, M)."""
   del neuron_ids
-  _, idx = jax.lax.top_k(a_chunk, top_k)
-  return _sum_log_factors(q, idx, jnp.full((top_k,), eps, jnp.float32),
-                          jnp.ones((top_k,), jnp.float32))
+  idx = _top_indices(a_chunk, top_k)
+  offset = np.full((top_k,), eps, np.float32)
+  scale = np.ones((top_k,), np.float32)
+  return _map_q_tiles(
+      lambda q: _sum_log_factors(q, idx, offset, scale, block), ctx, a,
+      tile, idx.shape[0])
 
 
 _COLUMN_BLOCK = 16
 
 
-def column_sums(x: jax.Array, fn: Callable[[jax.Array], jax.Array] = None
-                ) -> jax.Array:
-  """sum_n fn(x)[n, :] for an (N, M) array, as an (M,) float32 vector.
+def _column_reduce(x: jax.Array, fn: Callable[[jax.Array], jax.Array],
+                   op: Callable[[jax.Array, jax.Array], jax.Array],
+                   init: float, reduce: Callable[..., jax.Array]
+                   ) -> jax.Array:
+  """reduce(fn(x), axis=0) with op combining blocks of _COLUMN_BLOCK rows.
 
   XLA:CPU reduces over the major axis of a large array ~25x slower than
-  over the minor one; adding blocks of _COLUMN_BLOCK rows element-wise into
-  a (_COLUMN_BLOCK, M) accumulator first keeps the work vectorized along M.
+  over the minor one; combining blocks of _COLUMN_BLOCK rows element-wise
+  into a (_COLUMN_BLOCK, M) accumulator first keeps the work vectorized
+  along M.
   """
-  fn = fn or (lambda v: v)
   n, m = x.shape
   blocks = n // _COLUMN_BLOCK
 
   def body(i, acc):
-    return acc + fn(jax.lax.dynamic_slice_in_dim(x, i * _COLUMN_BLOCK,
-                                                 _COLUMN_BLOCK, 0))
+    return op(acc, fn(jax.lax.dynamic_slice_in_dim(x, i * _COLUMN_BLOCK,
+                                                   _COLUMN_BLOCK, 0)))
 
-  rest = jnp.sum(fn(x[blocks * _COLUMN_BLOCK:]), axis=0)
   if not blocks:  # N < _COLUMN_BLOCK: no full block to slice.
-    return rest
+    return reduce(fn(x), axis=0)
   acc = jax.lax.fori_loop(0, blocks, body,
-                          jnp.zeros((_COLUMN_BLOCK, m), jnp.float32))
-  return jnp.sum(acc, axis=0) + rest
+                          jnp.full((_COLUMN_BLOCK, m), init, jnp.float32))
+  out = reduce(acc, axis=0)
+  if n % _COLUMN_BLOCK:
+    out = op(out, reduce(fn(x[blocks * _COLUMN_BLOCK:]), axis=0))
+  return out
+
+
+def column_sums(x: jax.Array, fn: Callable[[jax.Array], jax.Array] = None
+                ) -> jax.Array:
+  """sum_n fn(x)[n, :] for an (N, M) array, as an (M,) float32 vector."""
+  return _column_reduce(x, fn or (lambda v: v), jnp.add, 0.0, jnp.sum)
+
+
+def column_max(x: jax.Array) -> jax.Array:
+  """max_n x[n, :] for an (N, M) array, as an (M,) float32 vector."""
+  return _column_reduce(x, lambda v: v, jnp.maximum, -jnp.inf, jnp.max)
 
 
 def _inverse_norms(x: jax.Array, min_norm: float) -> jax.Array:
@@ -383,8 +554,8 @@ class KernelPlan:
   uses_key: bool = False
 
 
-# Live bytes per neuron and concept of _sum_log_factors: the accumulator,
-# the running product, one gathered row and one factor, float32 each.
+# Live bytes per neuron and concept of a tile of _sum_log_factors: the
+# accumulator, the running product, one gathered row and one factor.
 _LOG_SUM_BYTES_PER_NEURON = 4 * 4
 
 
@@ -394,8 +565,12 @@ def _check_eps(eps: float) -> None:
                      "factor of the log positive)")
 
 
-def _softmax_q(p: jax.Array, a: float) -> jax.Array:
-  return jax.nn.softmax(a * p, axis=1)
+def _log_sum_chunk_size(n: int, k: int, m: int, tile: int,
+                        chunk_size: int | None) -> int:
+  # Per neuron: its (M,) output row and the live (tile,) rows of
+  # _sum_log_factors.
+  return _chunk_size_for(4 * m + _LOG_SUM_BYTES_PER_NEURON * tile, k,
+                         chunk_size)
 
 def _plan_soft_wpmi(n, k, m, chunk_size, *, top_k=100, a=10.0, lam=1.0,
                     p_start=0.998, p_end=0.97, eps=1e-7):
@@ -404,26 +579,33 @@ def _plan_soft_wpmi(n, k, m, chunk_size, *, top_k=100, a=10.0, lam=1.0,
     if not 0.0 <= v <= 1.0:
       raise ValueError(f"{nm}={v} must be in [0, 1]")
   _check_eps(eps)
+  # Factors (1 - p_j + eps) + p_j Q with 0 <= Q <= 1 and p_j between
+  # p_start and p_end: in [1 - max(p) + eps, 1 + eps] (the offsets are
+  # rounded to float32 once, well within product_block_size's margin).
+  block = product_block_size(1.0 - max(p_start, p_end) + eps, 1.0 + eps)
+  tile = _q_tile_width(n, m)
   return KernelPlan(
-      prepare=functools.partial(_softmax_q, a=float(a)),
-      neuron_scores=lambda x, ids, q: _soft_wpmi_scores(
-          x, ids, q, top_k=top_k, p_start=float(p_start), p_end=float(p_end),
-          eps=float(eps)),
+      prepare=functools.partial(_softmax_rows, a=float(a)),
+      neuron_scores=functools.partial(
+          _soft_wpmi_scores, a=float(a), top_k=top_k, p_start=float(p_start),
+          p_end=float(p_end), eps=float(eps), block=block, tile=tile),
       lam=float(lam),
-      chunk_size=_chunk_size_for(_LOG_SUM_BYTES_PER_NEURON * m, k,
-                                 chunk_size))
+      chunk_size=_log_sum_chunk_size(n, k, m, tile, chunk_size))
 
 
 def _plan_wpmi(n, k, m, chunk_size, *, top_k=28, a=2.0, lam=0.6, eps=1e-7):
   top_k = _check_top_k(top_k, n)
   _check_eps(eps)
+  # Factors Q + eps with 0 <= Q <= 1: in [eps, 1 + eps].
+  block = product_block_size(eps, 1.0 + eps)
+  tile = _q_tile_width(n, m)
   return KernelPlan(
-      prepare=functools.partial(_softmax_q, a=float(a)),
-      neuron_scores=lambda x, ids, q: _wpmi_scores(x, ids, q, top_k=top_k,
-                                                   eps=float(eps)),
+      prepare=functools.partial(_softmax_rows, a=float(a)),
+      neuron_scores=functools.partial(
+          _wpmi_scores, a=float(a), top_k=top_k, eps=float(eps), block=block,
+          tile=tile),
       lam=float(lam),
-      chunk_size=_chunk_size_for(_LOG_SUM_BYTES_PER_NEURON * m, k,
-                                 chunk_size))
+      chunk_size=_log_sum_chunk_size(n, k, m, tile, chunk_size))
 
 
 def _plan_cos(n, k, m, chunk_size):

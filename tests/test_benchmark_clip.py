@@ -31,3 +31,13 @@ def test_quick_preset_without_torch_yields_records():
 def test_unknown_model():
   with pytest.raises(ValueError, match="allowed"):
     next(clip_bench.run(model="vit-h14"))
+
+
+@pytest.mark.skipif(not os.path.isfile(BPE), reason=f"no {BPE}")
+def test_tiny_run_against_the_torch_worker():
+  pytest.importorskip("torch", reason="torch extra not installed")
+  records = list(clip_bench.run(model="tiny", num_images=2, num_texts=4,
+                                image_batch=2, text_batch=2, repeats=1))
+  for r in records[:2]:  # Images and texts: same weights, same embeddings.
+    assert r["max_abs_diff_vs_torch"] < 1e-5
+    assert r["torch_per_s"] > 0

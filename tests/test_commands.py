@@ -106,8 +106,10 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
                    "--similarity_fns=soft_wpmi,wpmi"],
       "profile": ["--categorizer=clip"],
       "stability": ["--num_resamples=2", "--layers=layer4"],
+      "scoring": ["--num_permutations=20", "--layers=layer4"],
       "compositional": ["--layer=layer4", "--units=0,7", "--num_singles=5",
                         "--top_n=2"],
+      "linear_explanations": ["--layer=layer4", "--max_length=3"],
       # Cheap plug-in models (tests/dnd_testing.py); tests/test_dnd_analysis.py
       # runs every stage with tiny Flax models.
       "dnd": ["--layer=layer4", "--units=0", "--selection=clip_dissect",
@@ -121,12 +123,27 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
     assert proc.returncode == 0, (name, proc.stderr[-3000:])
   analysis = cwd / "results" / "smoke" / "analysis"
   for f in ("evaluation.csv", "profile.png", "stability.csv",
-            "compositional.csv", "evaluate.outputs.json", "dnd.csv"):
+            "explanation_scores.csv",
+            "compositional.csv", "evaluate.outputs.json", "dnd.csv",
+            "linear_explanations.csv"):
     assert (analysis / f).exists(), f
+  # The README's linear explanations command (its own script).
+  proc = _run([os.path.join(REPO, "scripts", "linear_explanations.py"),
+               "--results_dir=results/smoke", "--layer=layer4",
+               "--max_length=2"], cwd=str(cwd))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "layer4: mean held-out correlation" in proc.stdout
+  header = (analysis / "linear_explanations.csv").read_text().splitlines()[0]
+  assert header.startswith("layer,unit,correlation,concept_0,weight_0,"
+                           "concept_1,weight_1,bias,single_label,"
+                           "single_correlation"), header
   # One-line errors for bad flags.
   bad = [
       ("stability", ["--layers=layer9"], "layer 'layer9' is not in"),
       ("stability", ["--num_resamples=0"], "num_resamples=0 must be >= 1"),
+      ("scoring", ["--num_permutations=0"],
+       "num_permutations=0 must be >= 1"),
+      ("scoring", ["--split=0.005"], "leaves 5 held-out images"),
       ("compositional", ["--layer=layer4", "--units=abc"],
        "units='abc' is not an integer"),
       ("compositional", ["--layer=layer4", "--units=1", "--top_n=0"],
@@ -134,6 +151,8 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
       ("compositional", ["--layer=layer4", "--units=600"],
        "units=600 must be <= 511"),
       ("profile", ["--tau=nan"], "tau=nan must be a finite number"),
+      ("linear_explanations", ["--width=0"], "width=0 must be >= 1"),
+      ("linear_explanations", ["--alpha=2"], "alpha=2.0 must be <= 1.0"),
       ("profile", ["--categorizer=gpt"], "categorizer='gpt' is not valid"),
       ("evaluate", ["--layer=layer4"], "class_names is required"),
       ("evaluate", ["--layer=layer4", f"--class_names={names}",

@@ -97,16 +97,11 @@ def get_config() -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------
 
 
-def _one_line(e: BaseException) -> str:
-  return " ".join(str(e).split())
-
-
 def run_probe_images(results: results_lib.Run) -> list[Any]:
   """The run's probe images in row order (row i of A is image_ids[i]).
 
-  The probe set is rebuilt from the run's options (d_probe, tfds/broden
-  options, max_images; no download), its unreadable images dropped as the
-  run dropped them, and its ids checked against the run's image ids.
+  The probe set is rebuilt by data.run_probe_set (no download; checked
+  against the run's image ids).
 
   Returns:
     File paths for image folders, else dnd.images.ProbeImage items.
@@ -114,29 +109,7 @@ def run_probe_images(results: results_lib.Run) -> list[Any]:
   Raises:
     ValueError: the probe set cannot be rebuilt or no longer matches.
   """
-  cfg = results.config
-  if not cfg.get("d_probe"):
-    raise ValueError(f"{os.path.join(results.path, results_lib.CONFIG_JSON)}"
-                     " has no d_probe: cannot rebuild the run's probe images")
-  try:
-    probe = data_lib.probe_set_from_options(cfg, tfds_download=False)
-  except (ValueError, OSError) as e:
-    raise ValueError(f"cannot rebuild the run's probe set "
-                     f"d_probe={cfg['d_probe']!r}: {_one_line(e)}") from e
-  skipped = set(results.skipped_images)
-  if skipped:
-    probe = data_lib.Subset(probe, [i for i, image_id in enumerate(probe.ids)
-                                    if image_id not in skipped])
-  ids, want = probe.ids, results.image_ids
-  if ids != want:
-    first = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b),
-                 min(len(ids), len(want)))
-    raise ValueError(
-        f"the probe set d_probe={cfg['d_probe']!r} rebuilt now has "
-        f"{len(ids)} images but the run's image_ids.txt lists {len(want)}, "
-        f"differing from row {first}: the probe data changed since the run "
-        "(re-run describe_neurons)")
-  return dnd_images.probe_images(probe)
+  return dnd_images.probe_images(data_lib.run_probe_set(results))
 
 
 def _run_clip(results: results_lib.Run) -> tuple[Any, np.ndarray]:

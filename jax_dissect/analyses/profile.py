@@ -5,21 +5,31 @@
   ... --categorizer=table --category_table=broden_categories.tsv
   ... --categorizer=llm --llm=my_package.my_module:ask   # str -> str
 
+  ... --alpha=0.05   # interpretable: the label's q-value < 0.05
+
 Each label gets a category (jax_dissect.profile's categorizers); a neuron is
-interpretable when its score > tau (0.16 for soft_wpmi). Writes profile.csv/
+interpretable when its score > tau (0.16 for soft_wpmi) or, with alpha set,
+when its label's permutation q-value < alpha (read from the scoring
+analysis' explanation_scores.csv when it covers the layers, else computed
+with the scoring analysis' defaults). Writes profile.csv/
 .json (per layer), profile_neurons.csv, interpretable_vs_tau.csv and the
 charts profile.png and interpretable_vs_tau.png.
 """
 
 from __future__ import annotations
 
+import os
+
+from absl import logging
 import ml_collections
 
+from jax_dissect import analyses
 from jax_dissect import callables
 from jax_dissect import options
 from jax_dissect import profile as profile_lib
 from jax_dissect import results as results_lib
 from jax_dissect import text_embed
+from jax_dissect.analyses import scoring as scoring_analysis
 
 NAME = "profile"
 DESCRIPTION = "Per-layer categories of the labels and interpretable share."
@@ -39,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Interpretable if score > tau (default: the published value of the run's
   # similarity function, 0.16 for soft_wpmi).
   c.tau = ml_collections.config_dict.placeholder(float)
+  # Interpretable if the label's q-value < alpha instead (from
+  # analysis/explanation_scores.csv, or computed by the scoring analysis).
+  c.alpha = ml_collections.config_dict.placeholder(float)
   c.layers = ()  # Layers (default: all).
   return c
 
@@ -64,13 +77,54 @@ def _categorizer(results: results_lib.Run, config):
       min_cosine=min_cosine)
 
 
+def label_q_values(results: results_lib.Run, layers: list[str]
+                   ) -> dict[tuple[str, int], float]:
+  """(layer, unit) -> q-value of the label, for every neuron of `layers`.
+
+  Read from <run>/analysis/explanation_scores.csv when it has every neuron
+  of `layers` with the run's current labels; else the scoring analysis runs
+  (default options) on those layers and its table is not written.
+  """
+  path = os.path.join(results.analysis_dir(),
+                      f"{scoring_analysis.TABLE}.csv")
+  want = {(n.layer, n.unit): n.description for layer in layers
+          for n in results.layer_neurons(layer)}
+  if os.path.exists(path):
+    rows = results_lib.read_table(path)
+    got = {}
+    for r in rows:
+      try:
+        got[(r["layer"], int(r["unit"]))] = (r["description"],
+                                             float(r["q_value"]))
+      except (KeyError, ValueError):
+        continue
+    if all(got.get(k, ("",))[0] == d for k, d in want.items()):
+      logging.info("profile: q-values from %s", path)
+      return {k: got[k][1] for k in want}
+    logging.info("profile: %s does not cover the layers' current labels; "
+                 "computing q-values", path)
+  output = analyses.run(scoring_analysis.NAME, results, layers=layers)
+  return {(r["layer"], r["unit"]): r["q_value"]
+          for r in output.tables[scoring_analysis.TABLE].rows}
+
+
 def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
   layers = options.names_list("layers", config.layers) or results.layers
+  for layer in layers:
+    results.check_layer(layer)
   neurons = [n for layer in layers for n in results.layer_neurons(layer)]
-  tau = (profile_lib.default_tau(results.similarity_fn) if config.tau is None
-         else options.real("tau", config.tau))
-  prof = profile_lib.profile_neurons(neurons, _categorizer(results, config),
-                                     tau)
+  alpha = (None if config.alpha is None else
+           options.real("alpha", config.alpha, 0.0, 1.0, low_open=True,
+                        high_open=True))
+  if alpha is None or config.tau is not None:
+    tau = (profile_lib.default_tau(results.similarity_fn)
+           if config.tau is None else options.real("tau", config.tau))
+  else:  # tau only draws the marker of the tau curve.
+    tau = profile_lib.DEFAULT_TAU.get(results.similarity_fn, 0.0)
+  categorizer = _categorizer(results, config)
+  q_values = None if alpha is None else label_q_values(results, layers)
+  prof = profile_lib.profile_neurons(neurons, categorizer, tau,
+                                     q_values=q_values, alpha=alpha)
   curve_layers = list(prof.interpretable_vs_tau)
   curve_rows = [{"tau": float(t), **{l: float(prof.interpretable_vs_tau[l][i])
                                      for l in curve_layers}}
@@ -88,6 +142,7 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
       },
       documents={"profile": {
           "categories": list(prof.categories), "tau": prof.tau,
+          "alpha": prof.alpha, "interpretable_if": prof.cutoff,
           "layers": prof.layers,
           "interpretable_vs_tau": {
               "taus": prof.taus.tolist(),
@@ -96,10 +151,11 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
       charts={
           "profile": results_lib.Chart(
               lambda path: profile_lib.plot_profile(prof, path),
-              "Layer profile: category of interpretable neurons"),
+              "Layer profile: category of interpretable neurons "
+              f"({prof.cutoff})"),
           "interpretable_vs_tau": results_lib.Chart(
               lambda path: profile_lib.plot_interpretable_vs_tau(prof, path),
               "Interpretable neurons vs tau"),
       },
       summary=[f"{r['layer']}: {r['n_interpretable']}/{r['n_neurons']} "
-               "interpretable" for r in prof.layers])
+               f"interpretable ({prof.cutoff})" for r in prof.layers])

@@ -7,6 +7,17 @@ Writes stability.csv (per neuron: agreement with the full-data label, score
 interval, label per top_k) and stability_summary.csv/.json (per layer: mean
 agreement, share of neurons with agreement >= 0.9, ...). The report shows
 each neuron's agreement beside its label.
+
+Robustness to pixel noise (noise_std > 0, e.g. 0.02 as in "Corrupting
+Neuron Explanations"; off by default because it re-runs the target model
+and CLIP on every probe image): Gaussian noise of that std is added to the
+probe images in [0, 1] pixel space (after resize and crop, before
+normalisation, clipped to [0, 1]; jax_dissect.robustness), A and P are
+recomputed and the labels re-derived with the run's kernel; per neuron
+label_under_noise and kept_under_noise, per layer labels_kept_under_noise
+(the share of labels kept).
+
+  python scripts/stability.py --results_dir=results/rn50 --noise_std=0.02
 """
 
 from __future__ import annotations
@@ -19,8 +30,11 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from jax_dissect import data as data_lib
 from jax_dissect import options
 from jax_dissect import results as results_lib
+from jax_dissect import robustness
+from jax_dissect import similarity
 from jax_dissect import stability as stability_lib
 
 NAME = "stability"
@@ -34,6 +48,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seed of the resampling key (rank_reorder uses the run's).
   c.confidence = 0.95  # Coverage of the score interval.
   c.top_ks = stability_lib.DEFAULT_TOP_KS  # top_k values (soft_wpmi, wpmi).
+  # Std of Gaussian pixel noise ([0, 1] pixel units) of the robustness
+  # check (0.02 in the literature); 0 skips it.
+  c.noise_std = 0.0
+  c.noise_seed = 0  # Seed of the pixel noise.
+  c.batch_size = 0  # Images per model batch of the noise check (0: the run's).
   return c
 
 
@@ -114,6 +133,97 @@ def layer_stability(results: results_lib.Run, layer: str, *,
   return rows, summary
 
 
+def noisy_arrays(results: results_lib.Run, layers: Sequence[str], *,
+                 std: float, seed: int = 0, batch_size: int = 0
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """A per layer and P recomputed on the run's probe images with pixel noise.
+
+  The run's target model, CLIP and probe set are rebuilt from its config;
+  noise as jax_dissect.robustness describes (std 0 reproduces the run's A
+  and P).
+
+  Returns:
+    ({layer: float32 (N, K)}, P float32 (N, M)).
+  """
+  from jax_dissect import activations as act_lib  # pylint: disable=g-import-not-at-top
+  from jax_dissect import clip  # pylint: disable=g-import-not-at-top
+  from jax_dissect import models  # pylint: disable=g-import-not-at-top
+  cfg = results.config
+  if cfg.get("concept_activations") or "image_embeddings" not in results.arrays:
+    raise ValueError("noise_std needs a run whose P came from CLIP (this run "
+                     "was given precomputed concept_activations)")
+  if not cfg.get("target_model"):
+    raise ValueError(f"{results.path} has no target_model in config.json: "
+                     "cannot rebuild the target for noise_std")
+  probe = data_lib.run_probe_set(results)
+  n = len(probe)
+  batch_size = batch_size or int(cfg.get("batch_size") or 64)
+  spec, module, variables = models.load_target(
+      cfg["target_model"], cfg.get("target_weights"),
+      int(cfg.get("target_seed", 0)))
+  logging.info("stability: pixel noise std %g on %d images (target)", std, n)
+  acts = act_lib.collect_activations(
+      module, variables, robustness.noisy_batches(
+          probe.load, n, spec.transform, std, seed=seed,
+          batch_size=batch_size),
+      list(layers), pool=act_lib.canonical_pool(cfg.get("pool_mode", "avg")),
+      batch_size=batch_size, num_images=n,
+      token_pool=act_lib.canonical_token_pool(cfg.get("token_pool", "cls")))
+  embedder = clip.load_run_embedder(cfg)
+  logging.info("stability: pixel noise std %g on %d images (CLIP)", std, n)
+  image_emb = np.concatenate([
+      embedder.embed_pixels(b, batch_size=batch_size)
+      for b in robustness.noisy_batches(probe.load, n, embedder.transform,
+                                        std, seed=seed,
+                                        batch_size=batch_size)])
+  p = clip.concept_activations(image_emb, results.text_embeddings(),
+                               dtype=cfg.get("p_dtype") or "float32")
+  return acts, np.asarray(p, np.float32)
+
+
+def _labels(results: results_lib.Run, a: Any, p: Any) -> np.ndarray:
+  """Label index per neuron with the run's kernel and hyper-parameters."""
+  fn = results.similarity_fn
+  sim = similarity.compute(fn, a, p, seed=results.seed,
+                           **results.kernel_kwargs(fn))
+  return np.asarray(similarity.top_concepts(sim, 1)[1][:, 0])
+
+
+def noise_robustness(results: results_lib.Run, layers: Sequence[str], *,
+                     std: float = robustness.DEFAULT_NOISE_STD,
+                     seed: int = 0, batch_size: int = 0
+                     ) -> tuple[dict[str, list[dict[str, Any]]],
+                                dict[str, dict[str, Any]]]:
+  """Share of labels kept when the probe images get pixel noise.
+
+  Args:
+    results: the run (target, CLIP and probe set rebuilt from it).
+    layers: the layers.
+    std: noise std in [0, 1] pixel units.
+    seed: noise seed.
+    batch_size: images per model batch (0: the run's).
+
+  Returns:
+    ({layer: per neuron {label_under_noise, kept_under_noise}},
+     {layer: {noise_std, noise_seed, labels_kept_under_noise}}): the clean
+    label is the run's kernel on its cached A and P.
+  """
+  acts, p_noisy = noisy_arrays(results, layers, std=std, seed=seed,
+                               batch_size=batch_size)
+  p_clean = results.concept_activations()
+  rows, summary = {}, {}
+  for layer in layers:
+    clean = _labels(results, results.activations(layer), p_clean)
+    noisy = _labels(results, acts[layer], p_noisy)
+    kept = robustness.labels_kept(clean, noisy)
+    rows[layer] = [{"label_under_noise": results.concepts[j],
+                    "kept_under_noise": bool(ok)}
+                   for j, ok in zip(noisy, kept)]
+    summary[layer] = {"noise_std": std, "noise_seed": seed,
+                      "labels_kept_under_noise": float(np.mean(kept))}
+  return rows, summary
+
+
 def _check(results: results_lib.Run, config) -> list[str]:
   layers = options.names_list("layers", config.layers) or results.layers
   for layer in layers:
@@ -124,17 +234,30 @@ def _check(results: results_lib.Run, config) -> list[str]:
   config.confidence = options.real("confidence", config.confidence, 0.0, 1.0,
                                    low_open=True, high_open=True)
   config.top_ks = tuple(options.integers("top_ks", config.top_ks, minimum=1))
+  config.noise_std = options.real("noise_std", config.noise_std, 0.0, 1.0)
+  config.noise_seed = options.integer("noise_seed", config.noise_seed)
+  config.batch_size = options.integer("batch_size", config.batch_size,
+                                      minimum=0)
   return layers
 
 
 def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
   layers = _check(results, config)
+  noisy = None
+  if config.noise_std > 0:
+    noisy = noise_robustness(results, layers, std=config.noise_std,
+                             seed=config.noise_seed,
+                             batch_size=config.batch_size)
   rows, summaries = [], []
   for layer in layers:
     r, s = layer_stability(results, layer,
                            num_resamples=config.num_resamples,
                            seed=config.seed, confidence=config.confidence,
                            top_ks=config.top_ks)
+    if noisy is not None:
+      for row, n_row in zip(r, noisy[0][layer]):
+        row.update(n_row)
+      s.update(noisy[1][layer])
     rows += r
     summaries.append(s)
   return results_lib.AnalysisOutput(
@@ -142,10 +265,14 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
       tables={
           "stability": results_lib.Table(
               rows, "Label stability per neuron", per_neuron=True,
-              neuron_columns=("agreement", "score_ci_low", "score_ci_high")),
+              neuron_columns=("agreement", "score_ci_low", "score_ci_high")
+              + (() if noisy is None else ("kept_under_noise",))),
           "stability_summary": results_lib.Table(
               summaries, "Label stability per layer", json=True),
       },
       summary=[f"{s['layer']}: mean agreement {s['mean_agreement']:.3f}, "
-               f"stable fraction {s['stable_fraction']:.3f}"
+               f"stable fraction {s['stable_fraction']:.3f}" + (
+                   "" if noisy is None else
+                   f", labels kept under pixel noise (std "
+                   f"{s['noise_std']:g}) {s['labels_kept_under_noise']:.3f}")
                for s in summaries])

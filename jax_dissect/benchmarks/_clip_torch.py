@@ -29,15 +29,13 @@ import numpy as np
 import torch
 import transformers
 
+from jax_dissect.benchmarks import _worker as worker_lib
+
 
 def _timed(fn):
   start = time.perf_counter()
   out = fn()
   return out, time.perf_counter() - start
-
-
-def _reply(obj):
-  print("@@ " + json.dumps(obj), flush=True)
 
 
 def main(work_dir):
@@ -76,27 +74,21 @@ def main(work_dir):
     out = torch.cat(out)
     return out / out.norm(dim=-1, keepdim=True)
 
-  _reply("ready")
-  for line in sys.stdin:
-    command = line.strip()
-    if command == "warmup":
-      _reply({"image_s": _timed(lambda: images(min(ib, len(pixels))))[1],
-              "text_s": _timed(lambda: text(min(tb, len(texts))))[1]})
-    elif command == "images":
-      _reply({"s": _timed(images)[1]})
-    elif command == "text":
-      _reply({"s": _timed(text)[1]})
-    elif command == "save":
-      np.savez(os.path.join(work_dir, "torch_emb.npz"),
-               image_emb=images().numpy(), text_emb=text().numpy())
-      _reply("saved")
-    elif command == "info":
-      _reply({"torch_version": torch.__version__,
-              "torch_threads": torch.get_num_threads()})
-    elif command == "quit":
-      return
-    else:
-      _reply({"error": f"unknown command {command!r}"})
+  def save():
+    np.savez(os.path.join(work_dir, "torch_emb.npz"),
+             image_emb=images().numpy(), text_emb=text().numpy())
+    return "saved"
+
+  worker_lib.serve({
+      "warmup": lambda: {
+          "image_s": _timed(lambda: images(min(ib, len(pixels))))[1],
+          "text_s": _timed(lambda: text(min(tb, len(texts))))[1]},
+      "images": lambda: {"s": _timed(images)[1]},
+      "text": lambda: {"s": _timed(text)[1]},
+      "save": save,
+      "info": lambda: {"torch_version": torch.__version__,
+                       "torch_threads": torch.get_num_threads()},
+  })
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ import glob
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Iterator
@@ -28,6 +26,7 @@ import numpy as np
 
 from jax_dissect import clip
 from jax_dissect import preprocess
+from jax_dissect.benchmarks import _worker as worker_lib
 from jax_dissect.benchmarks import similarity as similarity_bench
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -58,6 +57,15 @@ PRESETS = {
 }
 
 
+def clip_config(model: str, tokenizer) -> dict[str, Any]:
+  """CLIPConfig kwargs of MODELS[model] with the tokenizer's special ids."""
+  return {**MODELS[model],
+          "text_config": {**MODELS[model].get("text_config", {}),
+                          "bos_token_id": tokenizer.bos_token_id,
+                          "eos_token_id": tokenizer.eos_token_id,
+                          "pad_token_id": tokenizer.pad_token_id}}
+
+
 def _timed(fn):
   start = time.perf_counter()
   out = fn()
@@ -83,40 +91,18 @@ def _inputs(num_images: int, num_texts: int, data_dir: str
   return photos, texts
 
 
-class _TorchWorker:
-  """Drives _clip_torch.py (PyTorch CLIPModel) in a subprocess over pipes."""
-
-  def __init__(self, work: str, config: dict[str, Any], tokenizer,
-               pixels: np.ndarray, texts: list[str], settings: dict):
-    for name, obj in (("config.json", config), ("texts.json", texts),
-                      ("settings.json", settings)):
-      with open(os.path.join(work, name), "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    tokenizer.save_pretrained(os.path.join(work, "tokenizer"))
-    np.save(os.path.join(work, "pixels.npy"), pixels)
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "jax_dissect.benchmarks._clip_torch", work],
-        cwd=_REPO, env={**os.environ, "USE_TORCH": "1"}, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    self._read()  # "ready": the model is saved under work/model.
-
-  def _read(self) -> Any:
-    for line in self.proc.stdout:
-      if line.startswith("@@ "):
-        return json.loads(line[3:])
-    raise RuntimeError(
-        f"PyTorch benchmark worker exited with {self.proc.wait()}")
-
-  def __call__(self, command: str) -> Any:
-    self.proc.stdin.write(command + "\n")
-    self.proc.stdin.flush()
-    return self._read()
-
-  def close(self) -> None:
-    if self.proc.poll() is None:
-      self.proc.stdin.write("quit\n")
-      self.proc.stdin.close()
-      self.proc.wait(timeout=60)
+def _torch_worker(work: str, config: dict[str, Any], tokenizer,
+                  pixels: np.ndarray, texts: list[str],
+                  settings: dict) -> worker_lib.TorchWorker:
+  """Starts _clip_torch.py (PyTorch CLIPModel), which saves its weights."""
+  for name, obj in (("config.json", config), ("texts.json", texts),
+                    ("settings.json", settings)):
+    with open(os.path.join(work, name), "w", encoding="utf-8") as f:
+      json.dump(obj, f)
+  tokenizer.save_pretrained(os.path.join(work, "tokenizer"))
+  np.save(os.path.join(work, "pixels.npy"), pixels)
+  # "ready": the model is saved under work/model.
+  return worker_lib.TorchWorker("jax_dissect.benchmarks._clip_torch", work)
 
 
 def _soft_wpmi_labels(a: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -185,11 +171,7 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
   have_torch = compare_torch and importlib.util.find_spec("torch") is not None
   with tempfile.TemporaryDirectory() as work:
     tokenizer = clip.build_clip_tokenizer(bpe, os.path.join(work, "tok"))
-    config = {**MODELS[model],
-              "text_config": {**MODELS[model].get("text_config", {}),
-                              "bos_token_id": tokenizer.bos_token_id,
-                              "eos_token_id": tokenizer.eos_token_id,
-                              "pad_token_id": tokenizer.pad_token_id}}
+    config = clip_config(model, tokenizer)
     # CLIPVisionConfig's default image size is 224.
     transform = clip.clip_transform(
         config.get("vision_config", {}).get("image_size", 224))
@@ -197,7 +179,7 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
                                  preprocess.load_rgb(x)) for x in photos])
     worker = None
     if have_torch:
-      worker = _TorchWorker(
+      worker = _torch_worker(
           work, config, tokenizer, pixels, texts,
           {"seed": seed, "image_batch": image_batch, "text_batch": text_batch})
       embedder = clip.ClipEmbedder.from_pretrained(

@@ -7,8 +7,9 @@
 Every option of the analysis' `get_config()` is a flag of the same name
 (lists are comma-separated); the outputs go to <results_dir>/analysis (or
 --out_dir) with a manifest the HTML report reads. scripts/stability.py,
-evaluate.py, profile_layers.py, compositional.py and weight_analysis.py are
-the same command with the analysis fixed.
+evaluate.py, profile_layers.py, score_explanations.py, compositional.py,
+linear_explanations.py and
+weight_analysis.py are the same command with the analysis fixed.
 """
 
 from __future__ import annotations

@@ -90,6 +90,10 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize "
                   "even without the three flags above, which JAX then finds "
                   "itself (Cloud TPU pods, SLURM, Open MPI).",
                   module_name=commands.flag_module())
+flags.DEFINE_bool("score_labels", None, "After labelling, score every label "
+                  "(analysis/explanation_scores.csv: simulation scores, "
+                  "p- and q-values). Default: False.",
+    module_name=commands.flag_module())
 FLAGS = flags.FLAGS
 _ARGS: list[str] = []  # The command's flags, for the child of a
                        # multi-process run.
@@ -155,7 +159,7 @@ def config_from_flags() -> dict:
       config = _CONFIG.value.to_dict()
     except OSError as e:  # The file did not load.
       raise ValueError(_config_file_error(sys.argv, e)) from None
-  for name in list(_STR_FLAGS) + ["batch_size", "strict"]:
+  for name in list(_STR_FLAGS) + ["batch_size", "strict", "score_labels"]:
     if FLAGS[name].present:
       config[name] = FLAGS[name].value
   return config
