@@ -29,7 +29,10 @@ Other tuples and non-array outputs are not capturable. Pooling:
 
 `iter_activations` walks a whole probe set in fixed-size batches and yields
 pooled numpy batches; `collect_activations` gathers them into
-{layer: (N, C) float32 numpy}.
+{layer: (N, C) float32 numpy}. Both run each batch data-parallel over the
+local devices (jax_dissect.data_parallel: parameters replicated once,
+batch rows split over the devices) and can compute in bfloat16 or float16
+(`compute_dtype`; the pooled rows are float32 either way).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_dissect import capture_nnx
+from jax_dissect import data_parallel
+from jax_dissect import precision
 from jax_dissect import progress as progress_lib
 
 POOL_MODES = ("avg", "max")
@@ -485,6 +490,13 @@ def capture_outputs(module: Module, variables: Any, images: Any,
   return {l: outputs[l] for l in layers}
 
 
+@functools.lru_cache(maxsize=32)
+def _module_in(static: _Static, compute_dtype: str) -> nn.Module:
+  """The linen module computing in `compute_dtype`, one object per module
+  (so an unhashable module's compiled capture is reused across calls)."""
+  return precision.with_dtype(static.value, compute_dtype)
+
+
 def _iter_batches(images: Any, batch_size: int) -> Iterator[np.ndarray]:
   if isinstance(images, (np.ndarray, jax.Array)):
     for start in range(0, images.shape[0], batch_size):
@@ -499,15 +511,20 @@ def iter_activations(module: Module, variables: Any,
                      batch_size: int = 64, num_images: int | None = None,
                      log_every_s: float = 10.0, *, token_pool: str = "cls",
                      apply_fn: Callable | None = None,
+                     devices: data_parallel.Devices = None,
+                     compute_dtype: str = precision.DEFAULT,
                      **apply_kwargs) -> Iterator[dict[str, np.ndarray]]:
   """Yields pooled activations batch by batch, with bounded memory.
 
-  One batch of inputs is on the device at a time (plus the one being
+  One batch of inputs is on the devices at a time (plus the one being
   computed, as dispatch is asynchronous: batch i + 1 is dispatched before
   batch i's results are copied back) and only the pooled (B, C) rows come
-  back. Every batch is padded to `batch_size` so the function compiles once;
-  the padding rows are dropped. Progress (counts, images/s, ETA) is logged
-  with absl logging at most every `log_every_s` seconds.
+  back. Each batch is split over the devices (data parallel: the variables
+  are replicated on every device once). Every batch is padded with zero
+  rows to `batch_size` rounded up to a multiple of the device count, so the
+  function compiles once; the padding rows are dropped. Progress (counts,
+  images/s, ETA) is logged with absl logging at most every `log_every_s`
+  seconds.
 
   Args:
     module: a Flax linen module, or an nnx module.
@@ -523,6 +540,11 @@ def iter_activations(module: Module, variables: Any,
     log_every_s: seconds between progress log lines.
     token_pool: "cls" or "mean" pooling of (B, T, C) token maps.
     apply_fn: optional function running the model (see `list_layers`).
+    devices: local devices to split each batch over: None or "auto" for
+      all, a count, or a list of devices.
+    compute_dtype: "float32", "bfloat16" or "float16": floating variables
+      are cast to it once, and linen modules with a `dtype` field compute
+      in it; the pooled rows are float32.
     **apply_kwargs: extra keyword arguments of the call.
 
   Yields:
@@ -541,14 +563,21 @@ def iter_activations(module: Module, variables: Any,
   if num_images is None and isinstance(images, (np.ndarray, jax.Array)):
     num_images = int(images.shape[0])
   static, variables = _split(module, variables)
-  variables = jax.device_put(variables)  # Once, not once per batch.
+  if isinstance(static, nn.Module):
+    static = _module_in(_Static(static), precision.check(compute_dtype))
+  dp = data_parallel.DataParallel(devices)
+  # Cast and copied to every device once, not once per batch.
+  variables = dp.replicate(precision.cast_floating(variables, compute_dtype))
+  padded = dp.padded_size(batch_size)
   pending = None  # (pooled device arrays, rows) of the previous batch.
   progress = progress_lib.Progress("activations (images)", num_images,
                                    log_every_s)
 
   def fetch(item):
     pooled, rows = item
-    return {l: np.asarray(pooled[l][:rows], np.float32) for l in layers}
+    out = {l: np.asarray(pooled[l], np.float32)[:rows] for l in layers}
+    precision.check_finite(out, compute_dtype, "activations")
+    return out
 
   for batch in _iter_batches(images, batch_size):
     batch = np.asarray(batch)
@@ -556,11 +585,10 @@ def iter_activations(module: Module, variables: Any,
     if rows > batch_size:
       raise ValueError(f"a batch has {rows} images, more than "
                        f"batch_size={batch_size}")
-    if rows < batch_size:
-      pad = np.zeros((batch_size - rows,) + batch.shape[1:], batch.dtype)
-      batch = np.concatenate([batch, pad])
-    pooled = _capture_split(static, variables, batch, layers, pool,
-                            token_pool, apply_fn, apply_kwargs)
+    if np.issubdtype(batch.dtype, np.floating):
+      batch = precision.cast_floating(batch, compute_dtype)
+    pooled = _capture_split(static, variables, dp.put_batch(batch, padded),
+                            layers, pool, token_pool, apply_fn, apply_kwargs)
     if pending is not None:
       yield fetch(pending)
     pending = (pooled, rows)
@@ -569,8 +597,9 @@ def iter_activations(module: Module, variables: Any,
     yield fetch(pending)
   elapsed = progress.elapsed
   logging.info("activations: %d images of %d layer(s) in %.1f s (%.1f "
-               "images/s)", progress.done, len(layers), elapsed,
-               progress.done / max(elapsed, 1e-9))
+               "images/s, %d device(s), %s)", progress.done, len(layers),
+               elapsed, progress.done / max(elapsed, 1e-9), dp.num_devices,
+               compute_dtype)
 
 
 def collect_activations(module: Module, variables: Any,
@@ -580,6 +609,8 @@ def collect_activations(module: Module, variables: Any,
                         log_every_s: float = 10.0, *,
                         token_pool: str = "cls",
                         apply_fn: Callable | None = None,
+                        devices: data_parallel.Devices = None,
+                        compute_dtype: str = precision.DEFAULT,
                         **apply_kwargs) -> dict[str, np.ndarray]:
   """Pooled activations of a whole probe set (see `iter_activations`).
 
@@ -594,6 +625,8 @@ def collect_activations(module: Module, variables: Any,
   for pooled in iter_activations(module, variables, images, layers, pool,
                                  batch_size, num_images, log_every_s,
                                  token_pool=token_pool, apply_fn=apply_fn,
+                                 devices=devices,
+                                 compute_dtype=compute_dtype,
                                  **apply_kwargs):
     for l in layers:
       chunks[l].append(pooled[l])

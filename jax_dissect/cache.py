@@ -22,7 +22,10 @@ exclusive lock (`flock` on `locks/<key>.lock`) on each entry it builds, so
 another process that wants the same entry waits for it and then reads it
 instead of computing it again. A killed process's locks are released by the
 kernel; its temporaries and stale shard directories are removed by the next
-`ArrayCache` opened on the directory (`remove_orphans`).
+`ArrayCache` opened on the directory (`remove_orphans`). The processes of
+one multi-process run (`ArrayCache.rows` with `processes`) share an entry's
+work instead: process 0 holds its lock while every process computes its own
+block of shards, and joins them after a barrier.
 
 Long streaming computations store their output in row shards
 (`ShardedWriter`, driven by `ArrayCache.rows`), so an interrupted run resumes
@@ -40,7 +43,7 @@ import os
 import shutil
 import threading
 import zlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from absl import logging
 import numpy as np
@@ -313,6 +316,45 @@ def _lock_if_free(path: str) -> Iterator[bool]:
 
 
 # ----------------------------------------------------------------------------
+# The processes of a run.
+# ----------------------------------------------------------------------------
+
+
+class Processes(Protocol):
+  """What `ArrayCache.rows` needs of the processes sharing a computation
+  (jax_dissect.distributed.Processes; a single process by default)."""
+  index: int
+  count: int
+
+  def barrier(self, name: str) -> None:
+    ...
+
+  def agree(self, flags: Sequence[bool]) -> list[bool]:
+    ...
+
+
+class _OneProcess:
+  index, count = 0, 1
+
+  def barrier(self, name: str) -> None:
+    del name
+
+  def agree(self, flags: Sequence[bool]) -> list[bool]:
+    return list(flags)
+
+
+def process_shards(num_shards: int, processes: Processes) -> range:
+  """The shards one process computes: a contiguous block of the grid.
+
+  The shard grid (`shard_rows` rows each) is the same for any number of
+  processes, so a cache left by a run of n processes is resumed by a run
+  of any number.
+  """
+  return range(num_shards * processes.index // processes.count,
+               num_shards * (processes.index + 1) // processes.count)
+
+
+# ----------------------------------------------------------------------------
 # The cache.
 # ----------------------------------------------------------------------------
 
@@ -452,15 +494,24 @@ class ArrayCache:
   def rows(self, keys: dict[str, str], what: str, num_rows: int,
            shard_rows: int,
            compute: Callable[[int, int, list[str]], dict[str, np.ndarray]],
-           describe: dict[str, dict] | None = None) -> dict[str, np.ndarray]:
+           describe: dict[str, dict] | None = None,
+           processes: Processes | None = None) -> dict[str, np.ndarray]:
     """Arrays {name: (num_rows, ...)} from the cache, or computed in shards.
 
     Entries already in the cache are loaded ("cache hit" in the log). The
     others are computed `shard_rows` rows at a time, each shard saved as it
     finishes, so an interrupted call resumes at the first missing shard
     ("resuming" in the log); then the shards are joined into the entries.
-    The entries being built are locked: a second process asking for them
-    waits, then loads them.
+    The entries being built are locked (all of them, in sorted key order):
+    another run asking for them waits, then loads them.
+
+    With several processes (the cache on a file system they all see), each
+    computes its own block of shards (`process_shards`); process 0 joins
+    them once every process has saved its own, and every process returns
+    the joined entries. All processes take process 0's view of which
+    entries exist, and only process 0 takes the entries' locks: the others
+    work under them (taking them too would wait for process 0 while it
+    waits for them at the barrier).
 
     Args:
       keys: {name: cache key} of the arrays.
@@ -470,56 +521,87 @@ class ArrayCache:
       compute: (start, stop, names) -> {name: rows [start, stop)} for the
         names whose shard is missing.
       describe: {name: metadata saved beside the entry}.
+      processes: the processes sharing the work (default: this one only).
 
     Returns:
       {name: array (memory-mapped from the cache)}.
     """
-    out = self._hits(keys, [n for n in keys], what)
+    processes = processes or _OneProcess()
+    out = self._hits(keys, list(keys), what, processes)
     todo = [n for n in keys if n not in out]
     if not todo:
       return out
-    with self._all_locked([keys[n] for n in todo]):
-      # Another process may have built them while this one waited.
-      out.update(self._hits(keys, todo, what))
+    locks = (self._all_locked([keys[n] for n in todo])
+             if processes.index == 0 else contextlib.nullcontext())
+    with locks:
+      # Another run may have built them while process 0 waited.
+      out.update(self._hits(keys, todo, what, processes))
       todo = [n for n in keys if n not in out]
       if todo:
         out.update(self._build_rows(keys, todo, what, num_rows, shard_rows,
-                                    compute, describe or {}))
+                                    compute, describe or {}, processes))
     return out
 
-  def _hits(self, keys: dict[str, str], names: list[str], what: str
-            ) -> dict[str, np.ndarray]:
+  def _hits(self, keys: dict[str, str], names: list[str], what: str,
+            processes: Processes) -> dict[str, np.ndarray]:
+    """The entries of `names` in the cache, by process 0's check (a
+    collective: every process calls it with the same names)."""
+    main = processes.index == 0
+    found = processes.agree([main and self.has(keys[n]) for n in names])
     out = {}
-    for name in names:
-      if self.has(keys[name]):
+    for name, hit in zip(names, found):
+      if hit:
         logging.info("cache hit: %s [%s]", what, name)
         out[name] = self.load(keys[name])
     return out
 
-  def _build_rows(self, keys, todo, what, num_rows, shard_rows, compute,
-                  describe) -> dict[str, np.ndarray]:
-    out = {}
+  def _build_rows(self, keys: dict[str, str], todo: list[str], what: str,
+                  num_rows: int, shard_rows: int,
+                  compute: Callable[[int, int, list[str]],
+                                    dict[str, np.ndarray]],
+                  describe: dict[str, dict], processes: Processes
+                  ) -> dict[str, np.ndarray]:
     writers = {n: self.sharded_writer(keys[n], num_rows, shard_rows)
                for n in todo}
     first = writers[todo[0]]
-    saved = sum(w.has(s) for w in writers.values()
-                for s in range(w.num_shards))
-    logging.info("computing: %s [%s] (%d images in %d shard(s)%s)", what,
-                 ", ".join(todo), num_rows, first.num_shards,
-                 f"; resuming: {saved} of {first.num_shards * len(todo)} "
+    # A process checks only the shards of its own block: removing a damaged
+    # shard of another's could race with that process saving it again.
+    mine = process_shards(first.num_shards, processes)
+    saved = sum(w.has(s) for w in writers.values() for s in mine)
+    block = ""
+    if processes.count > 1:
+      block = (f"; process {processes.index} of {processes.count}: " + (
+          f"shards {mine.start}-{mine.stop - 1}" if mine else "no shards"))
+    logging.info("computing: %s [%s] (%d images in %d shard(s)%s%s)", what,
+                 ", ".join(todo), num_rows, first.num_shards, block,
+                 f"; resuming: {saved} of {len(mine) * len(todo)} "
                  "shard files already saved" if saved else "")
-    progress = progress_lib.Progress(what, num_rows)
-    for s in range(first.num_shards):
+    progress = progress_lib.Progress(what, sum(
+        stop - start for start, stop in map(first.shard_range, mine)))
+    for s in mine:
       start, stop = first.shard_range(s)
       names = [n for n in todo if not writers[n].has(s)]
       if names:
         rows = compute(start, stop, names)
         for n in names:
           writers[n].save(s, rows[n])
-      progress.update(stop - start, final=s == first.num_shards - 1)
-    for n in todo:
-      out[n] = writers[n].finish(describe.get(n))
-    return out
+      progress.update(stop - start, final=s == mine[-1])
+    return self._join(keys, todo, writers, describe, processes, what)
+
+  def _join(self, keys: dict[str, str], todo: list[str],
+            writers: dict[str, "ShardedWriter"], describe: dict[str, dict],
+            processes: Processes, what: str) -> dict[str, np.ndarray]:
+    """Joins the shards of `todo` (process 0, once every process saved its
+    own, checking every shard and writing the entries' check records) and
+    returns the entries."""
+    if processes.count == 1:
+      return {n: writers[n].finish(describe.get(n)) for n in todo}
+    processes.barrier(f"{what}: shards saved")
+    if processes.index == 0:
+      for n in todo:
+        writers[n].finish(describe.get(n))
+    processes.barrier(f"{what}: shards joined")
+    return {n: self.load(keys[n]) for n in todo}
 
   def sharded_writer(self, key: str, num_rows: int,
                      shard_rows: int) -> "ShardedWriter":

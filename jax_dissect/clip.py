@@ -37,8 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jax_dissect import data_parallel
 from jax_dissect import files
 from jax_dissect import hf_loading
+from jax_dissect import loader
+from jax_dissect import precision
 from jax_dissect import preprocess
 from jax_dissect import progress as progress_lib
 
@@ -234,8 +237,9 @@ def tokenizer_dir_from_bpe(bpe_gz_path: str | os.PathLike,
 def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
                   tokenizer: str | os.PathLike = "",
                   config_overrides: Mapping[str, Any] | None = None,
-                  work_dir: str | os.PathLike | None = None
-                  ) -> "ClipEmbedder":
+                  work_dir: str | os.PathLike | None = None,
+                  devices: data_parallel.Devices = None,
+                  compute_dtype: str = precision.DEFAULT) -> "ClipEmbedder":
   """The CLIP a run's options name (describe_neurons' clip_* options).
 
   Args:
@@ -247,12 +251,15 @@ def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
     config_overrides: CLIPConfig overrides (model="random").
     work_dir: where a tokenizer built from a BPE file is kept (default: a
       temporary directory).
+    devices: local devices each batch is split over ("auto" = all).
+    compute_dtype: "float32", "bfloat16" or "float16" for both towers.
 
   Returns:
     The ClipEmbedder.
   """
+  kwargs = {"devices": devices, "compute_dtype": compute_dtype}
   if model != "random":
-    return ClipEmbedder.from_pretrained(model)
+    return ClipEmbedder.from_pretrained(model, **kwargs)
   tokenizer = os.fspath(tokenizer)
   if not tokenizer:
     raise ValueError("clip_model='random' needs clip_tokenizer: a saved CLIP "
@@ -264,20 +271,21 @@ def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
     tokenizer = tokenizer_dir_from_bpe(
         tokenizer, work_dir or tempfile.mkdtemp(prefix="jax_dissect-"))
   return ClipEmbedder.random(config_overrides, seed=seed,
-                             tokenizer_dir=tokenizer)
+                             tokenizer_dir=tokenizer, **kwargs)
 
 
 def load_run_embedder(run_config: Mapping[str, Any]) -> "ClipEmbedder":
   """The CLIP a describe_neurons run used, rebuilt from its config.json.
 
   Hub ids, local directories and random CLIPs (same config, seed and
-  tokenizer) alike, so new embeddings land in the same space as the run's
-  cached ones. A tokenizer built from a BPE file is kept in the run's
-  activation_dir when that directory exists.
+  tokenizer) alike, in the run's compute dtype, so new embeddings land in
+  the same space as the run's cached ones. A tokenizer built from a BPE
+  file is kept in the run's activation_dir when that directory exists.
 
   Args:
     run_config: the run's options (results.Run.config): clip_model,
-      clip_seed, clip_tokenizer, clip_config, activation_dir.
+      clip_seed, clip_tokenizer, clip_config, compute_dtype (float32 for
+      runs before the option), activation_dir.
   """
   work_dir = run_config.get("activation_dir")
   if not work_dir or not os.path.isdir(work_dir):
@@ -286,7 +294,8 @@ def load_run_embedder(run_config: Mapping[str, Any]) -> "ClipEmbedder":
       run_config.get("clip_model") or DEFAULT_MODEL,
       seed=int(run_config.get("clip_seed", 0)),
       tokenizer=run_config.get("clip_tokenizer") or "",
-      config_overrides=run_config.get("clip_config") or {}, work_dir=work_dir)
+      config_overrides=run_config.get("clip_config") or {}, work_dir=work_dir,
+      compute_dtype=run_config.get("compute_dtype") or precision.DEFAULT)
 
 
 # ---------------------------------------------------------------------------
@@ -313,14 +322,6 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     yield chunk
 
 
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  """Appends zero rows to x (n, ...) up to (rows, ...)."""
-  if x.shape[0] == rows:
-    return x
-  pad = np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)
-  return np.concatenate([x, pad])
-
-
 def _length_bucket(length: int, max_length: int) -> int:
   """Padded length of a batch whose longest text has `length` tokens.
 
@@ -335,10 +336,20 @@ def _length_bucket(length: int, max_length: int) -> int:
 class ClipEmbedder:
   """CLIP image/text embeddings (L2-normalised float32) with FlaxCLIPModel.
 
+  Each batch of images or texts is split over the embedder's local devices
+  (data parallel: the parameters are replicated on every device once; a
+  batch is padded with zero rows to a multiple of the device count and the
+  padding dropped). With compute_dtype bfloat16 or float16 the towers run
+  in that dtype (parameters cast once); embeddings are float32 either way.
+
   Attributes:
     name: hub id, local directory or "random(...)" this model came from.
-    model: the transformers FlaxCLIPModel (its params are held separately).
-    params: the model's parameter pytree (float32, on the default device).
+    model: the transformers FlaxCLIPModel (its params are held separately),
+      computing in `compute_dtype`.
+    params: the model's parameter pytree (in `compute_dtype`, replicated on
+      every device of `data_parallel`).
+    compute_dtype: "float32", "bfloat16" or "float16".
+    data_parallel: the data_parallel.DataParallel batches are split over.
     tokenizer: the CLIPTokenizerFast.
     transform: image preprocessing (CLIP_EVAL at the config's image size).
     embed_dim: D, the size of both embeddings (config.projection_dim).
@@ -347,18 +358,36 @@ class ClipEmbedder:
   """
 
   def __init__(self, model: Any, params: Any,
-               tokenizer: transformers.PreTrainedTokenizerBase, name: str):
+               tokenizer: transformers.PreTrainedTokenizerBase, name: str,
+               *, devices: data_parallel.Devices = None,
+               compute_dtype: str = precision.DEFAULT):
     """Wraps a loaded model; prefer `from_pretrained` or `random`.
+
+    Args:
+      model: a FlaxCLIPModel (built with _do_init=False or not).
+      params: its parameters.
+      tokenizer: the tokenizer.
+      name: where the model came from (part of `identity()`).
+      devices: local devices batches are split over: None or "auto" for
+        all, a count, or a list.
+      compute_dtype: "float32" (default), "bfloat16" or "float16".
 
     Raises:
       ValueError: if the tokenizer does not fit the model (vocabulary larger
-        than the embedding table, or an end token the model cannot find).
+        than the embedding table, or an end token the model cannot find), or
+        for a bad `devices` or `compute_dtype`.
     """
     self.name = name
+    self.compute_dtype = precision.check(compute_dtype)
+    if compute_dtype != precision.DEFAULT:
+      model = type(model)(model.config, dtype=precision.dtype(compute_dtype),
+                          _do_init=False)
     self.model = model
     self.tokenizer = tokenizer
-    self.params = jax.device_put(jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x, jnp.float32), params))
+    self.data_parallel = data_parallel.DataParallel(devices)
+    self.params = self.data_parallel.replicate(precision.cast_floating(
+        jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params),
+        compute_dtype))
     config = model.config
     self.embed_dim = int(config.projection_dim)
     self.image_size = int(config.vision_config.image_size)
@@ -405,7 +434,8 @@ class ClipEmbedder:
       tokenizer: transformers.PreTrainedTokenizerBase | str | os.PathLike |
       None = None,
       revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-      local_files_only: bool = False) -> "ClipEmbedder":
+      local_files_only: bool = False, devices: data_parallel.Devices = None,
+      compute_dtype: str = precision.DEFAULT) -> "ClipEmbedder":
     """Loads a CLIP model from a hub id or a local directory.
 
     Flax weights (flax_model.msgpack) are used when present, else PyTorch
@@ -420,6 +450,7 @@ class ClipEmbedder:
       revision: hub revision (branch, tag or commit).
       cache_dir: hub cache directory.
       local_files_only: never touch the network (as HF_HUB_OFFLINE=1).
+      devices, compute_dtype: see the constructor.
 
     Raises:
       ClipLoadError: if the model or tokenizer cannot be loaded; for a hub id
@@ -433,13 +464,15 @@ class ClipEmbedder:
     if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
       tokenizer = _load_tokenizer(os.fspath(tokenizer or name), **hub_kwargs)
     logging.info("loaded CLIP %s in %.1f s", name, time.perf_counter() - start)
-    return cls(model, params, tokenizer, name)
+    return cls(model, params, tokenizer, name, devices=devices,
+               compute_dtype=compute_dtype)
 
   @classmethod
   def random(cls, config_overrides: Mapping[str, Any] | None = None,
              seed: int = 0, tokenizer_dir: str | os.PathLike | None = None,
-             tokenizer: transformers.PreTrainedTokenizerBase | None = None
-             ) -> "ClipEmbedder":
+             tokenizer: transformers.PreTrainedTokenizerBase | None = None,
+             *, devices: data_parallel.Devices = None,
+             compute_dtype: str = precision.DEFAULT) -> "ClipEmbedder":
     """A CLIP model with random weights, for offline smoke runs and timing.
 
     Args:
@@ -451,6 +484,7 @@ class ClipEmbedder:
       tokenizer_dir: directory holding a saved CLIP tokenizer (e.g. from
         `build_clip_tokenizer`), if `tokenizer` is not given.
       tokenizer: the tokenizer to use.
+      devices, compute_dtype: see the constructor.
 
     Raises:
       ValueError: for unknown config keys or no tokenizer.
@@ -472,7 +506,8 @@ class ClipEmbedder:
         **overrides)
     model = _tf().FlaxCLIPModel(config, _do_init=False)
     params = hf_loading.random_params(model.params_shape_tree, seed)
-    return cls(model, params, tokenizer, f"random-clip(seed={seed})")
+    return cls(model, params, tokenizer, f"random-clip(seed={seed})",
+               devices=devices, compute_dtype=compute_dtype)
 
   def save_pretrained(self, out_dir: str | os.PathLike) -> None:
     """Saves Flax weights, config and tokenizer; `from_pretrained` reloads."""
@@ -484,8 +519,11 @@ class ClipEmbedder:
     return self.model.config
 
   def identity(self) -> str:
-    """A cache key: "<name>@<sha256 prefix>" of weights, config, tokenizer
-    and preprocessing, so equal keys mean equal embeddings."""
+    """A cache key: "<name>@<sha256 prefix>" of weights, config, tokenizer,
+    preprocessing and compute dtype, so equal keys mean equal embeddings.
+
+    float32 keys are those of versions before the compute_dtype option.
+    """
     if self._identity is None:
       h = hashlib.sha256()
       leaves = jax.tree_util.tree_leaves_with_path(self.params)
@@ -499,6 +537,8 @@ class ClipEmbedder:
               for k in ("hidden_act", "layer_norm_eps", "num_attention_heads")}
       arch.update(text_eos=text.eos_token_id, max_length=self.max_length,
                   transform=self.transform.identity())
+      if self.compute_dtype != precision.DEFAULT:
+        arch.update(compute_dtype=self.compute_dtype)
       h.update(json.dumps(arch, sort_keys=True, default=str).encode())
       backend = getattr(self.tokenizer, "backend_tokenizer", None)
       h.update((backend.to_str() if backend is not None else
@@ -537,17 +577,21 @@ class ClipEmbedder:
       (N, D) float32, rows of unit norm.
     """
     pixels = np.asarray(pixels, np.float32)
+    self._check_pixels(pixels)
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    return self.embed_batches(
+        (pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)),
+        batch_size=batch_size, num_images=len(pixels))
+
+  def _check_pixels(self, pixels: np.ndarray) -> None:
     want = (self.image_size, self.image_size, 3)
     if pixels.ndim != 4 or pixels.shape[1:] != want:
       raise ValueError(f"pixels must have shape (N, {want[0]}, {want[1]}, 3); "
                        f"got {pixels.shape}")
-    return self.embed_images(iter(pixels), batch_size=batch_size,
-                             _preprocessed=True, _total=len(pixels))
 
   def embed_images(self, images: Iterable[Any], batch_size: int = 64,
-                   num_threads: int | None = None, *,
-                   _preprocessed: bool = False,
-                   _total: int | None = None) -> np.ndarray:
+                   num_threads: int | None = None) -> np.ndarray:
     """Embeds a stream of images in batches under jit.
 
     Images are preprocessed like CLIPImageProcessor (resize short side to
@@ -558,35 +602,65 @@ class ClipEmbedder:
       images: iterable of file paths, PIL images or uint8 (H, W[, C])
         arrays; consumed once, batch by batch.
       batch_size: images per jitted call (the last batch is padded).
-      num_threads: preprocessing threads (default: min(4, CPU count)).
+      num_threads: preprocessing threads (default: every CPU).
 
     Returns:
       (N, D) float32, rows of unit norm.
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    total = _total if _total is not None else (
-        len(images) if hasattr(images, "__len__") else None)
-    progress = progress_lib.Progress("CLIP images", total, _PROGRESS_EVERY_S)
+    total = len(images) if hasattr(images, "__len__") else None
+    with concurrent.futures.ThreadPoolExecutor(
+        num_threads or loader.default_threads()) as pool:
+      return self.embed_batches(
+          (np.stack(list(pool.map(self.preprocess, chunk)))
+           for chunk in _batches(images, batch_size)),
+          batch_size=batch_size, num_images=total)
+
+  def embed_batches(self, batches: Iterable[np.ndarray], batch_size: int = 64,
+                    num_images: int | None = None) -> np.ndarray:
+    """Embeds a stream of preprocessed batches (e.g. from jax_dissect.loader).
+
+    Each batch is padded to `batch_size` (rounded up to a multiple of the
+    device count) and split over the devices; batch i + 1 is dispatched
+    before the embeddings of batch i are copied back.
+
+    Args:
+      batches: (B_i, S, S, 3) float32 batches through `self.transform`,
+        B_i <= batch_size.
+      batch_size: images per jitted call.
+      num_images: the total, for progress lines.
+
+    Returns:
+      (sum B_i, D) float32, rows of unit norm.
+    """
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    progress = progress_lib.Progress("CLIP images", num_images,
+                                     _PROGRESS_EVERY_S)
     outputs, pending = [], None
-    num_threads = num_threads or min(4, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-      for chunk in _batches(images, batch_size):
-        if _preprocessed:
-          batch = np.stack(chunk)
-        else:
-          batch = np.stack(list(pool.map(self.preprocess, chunk)))
-        result = self._image_fn(self.params, _pad_rows(batch, batch_size))
-        if pending is not None:  # Fetch the previous batch while this runs.
-          outputs.append(np.asarray(pending[0])[:pending[1]])
-          progress.update(pending[1])
-        pending = (result, len(chunk))
+    dp = self.data_parallel
+    padded = dp.padded_size(batch_size)
+    for batch in batches:
+      batch = np.asarray(batch, np.float32)
+      self._check_pixels(batch)
+      if batch.shape[0] > batch_size:
+        raise ValueError(f"a batch has {batch.shape[0]} images, more than "
+                         f"batch_size={batch_size}")
+      result = self._image_fn(self.params, dp.put_batch(batch, padded))
+      if pending is not None:  # Fetch the previous batch while this runs.
+        outputs.append(np.asarray(pending[0])[:pending[1]])
+        progress.update(pending[1])
+      pending = (result, batch.shape[0])
     if pending is not None:
       outputs.append(np.asarray(pending[0])[:pending[1]])
     progress.update(pending[1] if pending else 0, final=True)
     if not outputs:
       return np.zeros((0, self.embed_dim), np.float32)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    out = np.concatenate(outputs).astype(np.float32, copy=False)
+    precision.check_finite({"CLIP": out}, self.compute_dtype,
+                           "image embeddings")
+    return out
 
   # -- texts ----------------------------------------------------------------
 
@@ -620,19 +694,23 @@ class ClipEmbedder:
         truncated.append(m)
     return ids, truncated
 
-  def embed_texts(self, texts: Sequence[str], batch_size: int = 256
-                  ) -> np.ndarray:
+  def embed_texts(self, texts: Sequence[str], batch_size: int = 256, *,
+                  share: tuple[int, int] = (0, 1)) -> np.ndarray:
     """Embeds texts (e.g. concepts) in batches under jit.
 
     Texts longer than `max_length` tokens are truncated (the end token is
-    kept) with a warning naming how many.
+    kept) with a warning naming how many. Texts are batched by token length
+    (the batches do not depend on `share`, so neither do the embeddings).
 
     Args:
       texts: M strings, tokenized as written (no template added here).
       batch_size: texts per jitted call.
+      share: (i, n): compute only batches i, i + n, i + 2n, ... and leave
+        the other rows zero (process i of n; the sum over the n shares is
+        the whole result).
 
     Returns:
-      (M, D) float32, rows of unit norm.
+      (M, D) float32, rows of unit norm (zero rows outside `share`).
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -643,22 +721,29 @@ class ClipEmbedder:
           "truncated (first: text %d, %r)", len(truncated), len(texts),
           self.max_length, truncated[0], texts[truncated[0]][:80])
     eos = self.tokenizer.eos_token_id
+    dp = self.data_parallel
+    padded = dp.padded_size(batch_size)
     progress = progress_lib.Progress("CLIP texts", len(ids), _PROGRESS_EVERY_S)
     out = np.zeros((len(ids), self.embed_dim), np.float32)
     # Batches of similar length waste little compute on padding.
     order = np.argsort([len(seq) for seq in ids], kind="stable")
-    for start in range(0, len(ids), batch_size):
+    index, count = share
+    for start in range(index * batch_size, len(ids), count * batch_size):
       rows = order[start:start + batch_size]
       length = _length_bucket(max(len(ids[r]) for r in rows), self.max_length)
-      batch = np.full((batch_size, length), eos, np.int32)
-      mask = np.zeros((batch_size, length), np.int32)
+      batch = np.full((padded, length), eos, np.int32)
+      mask = np.zeros((padded, length), np.int32)
       for row, r in enumerate(rows):
         batch[row, :len(ids[r])] = ids[r]
         mask[row, :len(ids[r])] = 1
       mask[len(rows):, 0] = 1  # Padding rows: one visible token, no NaN.
-      result = self._text_fn(self.params, batch, mask)
+      result = self._text_fn(self.params, dp.put_batch(batch, padded),
+                             dp.put_batch(mask, padded))
       out[rows] = np.asarray(result)[:len(rows)]
-      progress.update(len(rows), final=start + batch_size >= len(ids))
+      progress.update(len(rows),
+                      final=start + count * batch_size >= len(ids))
+    precision.check_finite({"CLIP": out}, self.compute_dtype,
+                           "text embeddings")
     return out
 
 

@@ -19,8 +19,10 @@ import ml_collections
 import numpy as np
 
 from jax_dissect import cache as cache_lib
+from jax_dissect import data_parallel
 from jax_dissect import files
 from jax_dissect import options
+from jax_dissect import precision
 from jax_dissect import similarity
 
 # Nested options whose keys are free (validated by their consumer).
@@ -85,6 +87,9 @@ def check_options(config: ml_collections.ConfigDict, sharding_methods,
   options.integer("max_images", config.max_images, minimum=0)
   options.integer("shard_images", config.shard_images, minimum=1)
   options.integer("num_threads", config.num_threads, minimum=0)
+  options.integer("prefetch_batches", config.prefetch_batches, minimum=1)
+  precision.check(config.compute_dtype)
+  data_parallel.check_option(config.devices)
   for name in ("seed", "target_seed", "clip_seed"):
     options.integer(name, config[name])
   for name in ("d_probe", "concept_set", "target_model", "clip_model",

@@ -167,6 +167,17 @@ def log_prior(log_likelihood: jax.Array, num_neurons: int | None = None,
   return jax.nn.logsumexp(log_likelihood, axis=0) - math.log(k)
 
 
+@functools.partial(jax.jit, static_argnums=(1,))
+def apply_prior(log_likelihood: jax.Array, lam: float) -> jax.Array:
+  """S = L - lam * log_prior(L), (K, M) from the (K, M) L of all neurons.
+
+  Its own program, run on one device by every path (one device, several,
+  several processes), so the prior rounds the same way in each and
+  near-tied concepts keep their order.
+  """
+  return log_likelihood - lam * log_prior(log_likelihood)
+
+
 def _sum_log_factors(q: jax.Array, idx: jax.Array, offset: jax.Array,
                      scale: jax.Array) -> jax.Array:
   """sum_j log(offset_j + scale_j * q[idx[:, j]]), for a chunk of neurons.
@@ -558,11 +569,8 @@ def plan_context(plan: KernelPlan, p: jax.Array, key: jax.Array) -> Any:
 def _run_plan(plan: KernelPlan, a: jax.Array, p: jax.Array,
               key: jax.Array) -> jax.Array:
   ctx = plan_context(plan, p, key)
-  scores = map_neuron_chunks(lambda x, ids: plan.neuron_scores(x, ids, ctx),
-                             a, plan.chunk_size)
-  if plan.lam is not None:
-    scores = scores - plan.lam * log_prior(scores)
-  return scores
+  return map_neuron_chunks(lambda x, ids: plan.neuron_scores(x, ids, ctx),
+                           a, plan.chunk_size)
 
 
 # Plans are hashed by identity for jit's static argument; keep them so that
@@ -690,10 +698,17 @@ def compute(name: str, activations: Any, concept_activations: Any, *,
     hyper = {**hyper, "key": jax.random.key(seed)}
   plan, key = resolve_plan(name, n, k, m, chunk_size=chunk_size, **hyper)
   devs = sharding.resolve_devices(devices)
-  if len(devs) == 1:
-    with jax.default_device(devs[0]):
-      return _run_plan(plan, a, p, key)
-  return sharding.run_plan(plan, a, p, key, devices=devs, method=method)
+  with jax.default_device(devs[0]):
+    if len(devs) == 1:
+      scores = _run_plan(plan, a, p, key)
+    else:
+      scores = jax.device_put(sharding.run_plan(
+          plan, a, p, key, devices=devs, method=method), devs[0])
+    if plan.lam is None:
+      return scores
+    # The prior over all neurons, the same program on one device for every
+    # device count: S is then the same bits on 1 or n devices.
+    return apply_prior(scores, plan.lam)
 
 
 # ----------------------------------------------------------------------------

@@ -172,3 +172,79 @@ def test_collect_activations_bad_input(resnet18):
     activations.collect_activations(module, variables, [], ["fc"])
   with pytest.raises(ValueError, match="layers is empty"):
     activations.collect_activations(module, variables, [], [])
+
+
+@pytest.mark.parametrize("num_images,batch_size", [(13, 6), (5, 8), (16, 8)])
+def test_data_parallel_equals_one_device(resnet18, num_images, batch_size):
+  """Batches split over 8 devices (padded when B does not divide by 8, the
+  last batch shorter) give the 1-device activations."""
+  module, variables = resnet18
+  images = np.random.default_rng(3).normal(
+      size=(num_images, 32, 32, 3)).astype(np.float32)
+  layers = ["conv1", "layer3", "fc"]
+  one = activations.collect_activations(module, variables, images, layers,
+                                        batch_size=batch_size, devices=1)
+  assert len(jax.local_devices()) == 8
+  every = activations.collect_activations(module, variables, images, layers,
+                                          batch_size=batch_size,
+                                          devices="auto")
+  for layer in layers:
+    assert every[layer].shape == (num_images, one[layer].shape[1])
+    np.testing.assert_allclose(every[layer], one[layer], rtol=1e-5,
+                               atol=1e-5 * np.abs(one[layer]).max())
+
+
+def test_devices_option_is_checked(resnet18):
+  module, variables = resnet18
+  images = np.zeros((2, 32, 32, 3), np.float32)
+  with pytest.raises(ValueError, match="devices=9: this process has only 8"):
+    activations.collect_activations(module, variables, images, ["fc"],
+                                    devices=9)
+  with pytest.raises(ValueError, match="devices='many' is not valid"):
+    activations.collect_activations(module, variables, images, ["fc"],
+                                    devices="many")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_returns_float32_close_to_float32(resnet18, dtype):
+  module, variables = resnet18
+  images = np.random.default_rng(4).normal(size=(6, 32, 32, 3)).astype(
+      np.float32)
+  layers = ["conv1", "layer4", "fc"]
+  ref = activations.collect_activations(module, variables, images, layers,
+                                        batch_size=3)
+  half = activations.collect_activations(module, variables, images, layers,
+                                         batch_size=3, compute_dtype=dtype)
+  for layer in layers:
+    assert half[layer].dtype == np.float32
+    scale = np.abs(ref[layer]).max()
+    err = np.abs(half[layer] - ref[layer]).max() / scale
+    # Half precision rounds (not float32 to 1e-6), but stays close.
+    assert 1e-6 < err < 0.1, (layer, err)
+  with pytest.raises(ValueError, match="compute_dtype='int8' is not valid"):
+    activations.collect_activations(module, variables, images, layers,
+                                    compute_dtype="int8")
+
+
+class _Scale(nn.Module):
+
+  def __call__(self, x):
+    return x * 300.0 * 300.0  # 90000 > float16 max.
+
+
+class _Big(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return _Scale(name="big")(x)
+
+
+def test_float16_overflow_is_an_error_naming_the_layer():
+  images = np.ones((2, 4, 4, 3), np.float32)
+  ok = activations.collect_activations(_Big(), {}, images, ["big"],
+                                       compute_dtype="bfloat16")
+  np.testing.assert_allclose(ok["big"], 9e4, rtol=1e-2)
+  with pytest.raises(ValueError, match="activations of 'big' overflow with "
+                     "compute_dtype=float16"):
+    activations.collect_activations(_Big(), {}, images, ["big"],
+                                    compute_dtype="float16")

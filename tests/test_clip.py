@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -426,3 +427,52 @@ def test_clip_text_embedder_of_the_analyses(tiny_clip, tmp_path):
   texts = ["ab cd", "ef", "ab cd"]
   np.testing.assert_allclose(embed(texts), tiny_clip.embed_texts(texts),
                              atol=1e-6)
+
+
+# -- devices and precision ----------------------------------------------------
+
+
+def test_embeddings_on_8_devices_equal_one_device(tiny_tokenizer):
+  one = clip.ClipEmbedder.random(TINY, seed=0, tokenizer=tiny_tokenizer,
+                                 devices=1)
+  every = clip.ClipEmbedder.random(TINY, seed=0, tokenizer=tiny_tokenizer,
+                                   devices="auto")
+  assert every.data_parallel.num_devices == 8
+  assert every.identity() == one.identity()
+  pixels = np.random.default_rng(2).normal(size=(11, 32, 32, 3)).astype(
+      np.float32)
+  np.testing.assert_allclose(every.embed_pixels(pixels, batch_size=5),
+                             one.embed_pixels(pixels, batch_size=5),
+                             atol=1e-5)
+  texts = ["the dog", words(2), "ab", "dog", "z"]
+  np.testing.assert_allclose(every.embed_texts(texts, batch_size=3),
+                             one.embed_texts(texts, batch_size=3), atol=1e-5)
+
+
+def test_text_shares_sum_to_the_whole(tiny_clip):
+  texts = ["the dog", words(2), "ab", "dog", "z", "do", "the"]
+  whole = tiny_clip.embed_texts(texts, batch_size=2)
+  shares = [tiny_clip.embed_texts(texts, batch_size=2, share=(i, 3))
+            for i in range(3)]
+  for share in shares:
+    assert 0 < np.count_nonzero(np.abs(share).sum(axis=1)) < len(texts)
+  np.testing.assert_array_equal(sum(shares), whole)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_embeddings(tiny_tokenizer, tiny_clip, dtype):
+  half = clip.ClipEmbedder.random(TINY, seed=0, tokenizer=tiny_tokenizer,
+                                  compute_dtype=dtype)
+  assert half.identity() != tiny_clip.identity()  # The cache key changes.
+  leaves = jax.tree_util.tree_leaves(half.params)
+  assert {str(x.dtype) for x in leaves} == {dtype}
+  pixels = np.random.default_rng(2).normal(size=(4, 32, 32, 3)).astype(
+      np.float32)
+  got = half.embed_pixels(pixels)
+  want = tiny_clip.embed_pixels(pixels)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+  assert 1e-6 < np.abs(got - want).max() < 0.05
+  texts = ["the dog", words(3)]
+  assert np.abs(half.embed_texts(texts) - tiny_clip.embed_texts(texts)
+                ).max() < 0.05

@@ -1,6 +1,5 @@
 """scripts/describe_neurons.py as a subprocess: smoke run, cache, resume."""
 
-import csv
 import glob
 import json
 import math
@@ -14,34 +13,20 @@ import pytest
 
 from configs import shared_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "scripts", "describe_neurons.py")
-SMOKE = os.path.join(REPO, "configs", "resnet18_cifar100.py") + ":smoke"
+import describe_cli
+
+REPO = describe_cli.REPO
+SCRIPT = describe_cli.SCRIPT
+SMOKE = describe_cli.SMOKE
 BRODEN = shared_data.path("concepts", "broden_labels_clean.txt")
 SMOKE_NEURONS = 64 + 64 + 128 + 256 + 512
-
-
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # One CPU device, as a user's run.
-  env["PYTHONUNBUFFERED"] = "1"
-  return env
+_env = describe_cli.env  # One CPU device, as a user's run.
+_run = describe_cli.run
+_csv = describe_cli.read_csv
 
 
 def _args(tmp, name, *extra):
-  return [sys.executable, SCRIPT, f"--config={SMOKE}",
-          f"--result_dir={tmp / name}", f"--activation_dir={tmp / 'cache'}",
-          "--alsologtostderr", *extra]
-
-
-def _run(args, timeout=600):
-  return subprocess.run(args, cwd=REPO, env=_env(), capture_output=True,
-                        text=True, timeout=timeout)
-
-
-def _csv(path):
-  with open(path, encoding="utf-8") as f:
-    return list(csv.DictReader(f))
+  return describe_cli.args(tmp / name, tmp / "cache", *extra)
 
 
 def _log_lines(stderr, tag):

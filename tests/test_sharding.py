@@ -39,6 +39,10 @@ def test_sharded_equals_single_device(name, k, method):
   single = similarity.compute(name, a, p, devices=1, **_HYPER[name])
   sharded = similarity.compute(name, a, p, method=method, **_HYPER[name])
   assert sharded.shape == (k, m)
+  if name in ("soft_wpmi", "wpmi"):
+    # The prior is taken by the same program for any device count: the
+    # same bits, so near-tied concepts rank the same.
+    np.testing.assert_array_equal(sharded, single)
   np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
 
 
@@ -48,7 +52,7 @@ def test_subset_of_devices_and_chunking():
   for devices in (3, jax.devices()[2:7]):
     out = similarity.compute("soft_wpmi", a, p, devices=devices,
                              chunk_size=2, top_k=7)
-    np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out, single)
 
 
 def test_bad_arguments():

@@ -8,6 +8,19 @@ the defaults are the reference's (resnet50, ViT-B/16 CLIP, soft_wpmi...).
 `--config.<name>=value` sets any option of the config, nested ones too
 (`--config.similarity_kwargs.top_k=50`). A missing config file, an unknown
 option or a bad value ends the command with one `error: ...` line.
+
+Several processes (hosts) share a run with JAX's own runtime: start the same
+command on every host with --coordinator_address (host:port of process 0),
+--num_processes and --process_id, or with --distributed alone where JAX
+finds them itself (Cloud TPU pods, SLURM, Open MPI):
+
+  python scripts/describe_neurons.py --config=... --coordinator_address=\
+      10.0.0.1:1234 --num_processes=2 --process_id=0      # on host 0
+  ... --process_id=1                                       # on host 1
+
+jax.distributed.initialize is called here, never by the library. The
+cache directory (--activation_dir) must be on a file system every process
+sees; process 0 writes the results.
 """
 
 from __future__ import annotations
@@ -23,7 +36,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from jax_dissect import commands
+from jax_dissect import distributed
 from jax_dissect import pipeline
+from jax_dissect.commands import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "An ml_collections config file (configs/*.py[:arg]).")
@@ -61,7 +76,23 @@ flags.DEFINE_integer("batch_size", None,
 flags.DEFINE_bool("strict", None, "Fail on unreadable probe images instead "
                   "of skipping them. Default: False.",
     module_name=commands.flag_module())
+# jax.distributed.initialize's arguments (several processes or hosts).
+flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, where the JAX "
+    "coordinator listens (every process passes the same); with "
+    "--num_processes and --process_id.", module_name=commands.flag_module())
+flags.DEFINE_integer("num_processes", None, "Processes of the run (1 = no "
+                     "jax.distributed).", module_name=commands.flag_module())
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. "
+                     "num_processes - 1; process 0 writes the results.",
+                     module_name=commands.flag_module())
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize "
+                  "even without the three flags above, which JAX then finds "
+                  "itself (Cloud TPU pods, SLURM, Open MPI).",
+                  module_name=commands.flag_module())
 FLAGS = flags.FLAGS
+_ARGS: list[str] = []  # The command's flags, for the child of a
+                       # multi-process run.
 
 
 def _last_line(error: BaseException) -> str:
@@ -130,20 +161,98 @@ def config_from_flags() -> dict:
   return config
 
 
+def distributed_args() -> dict | None:
+  """jax.distributed.initialize's arguments from the flags; None for a
+  single-process run.
+
+  Raises:
+    ValueError: for an incomplete or inconsistent set of flags.
+  """
+  given = {"coordinator_address": FLAGS.coordinator_address,
+           "num_processes": FLAGS.num_processes,
+           "process_id": FLAGS.process_id}
+  if not FLAGS.distributed and all(v is None for v in given.values()):
+    return None
+  if FLAGS.num_processes == 1 and not FLAGS.distributed:
+    return None
+  missing = [f"--{k}" for k, v in given.items() if v is None]
+  if missing and not FLAGS.distributed:
+    raise ValueError(f"{', '.join(missing)} missing: a multi-process run "
+                     "needs --coordinator_address, --num_processes and "
+                     "--process_id (or --distributed where JAX finds them)")
+  n, i = FLAGS.num_processes, FLAGS.process_id
+  if n is not None and n < 1:
+    raise ValueError(f"--num_processes={n} must be >= 1")
+  if i is not None and n is not None and not 0 <= i < n:
+    raise ValueError(f"--process_id={i} must be between 0 and "
+                     f"--num_processes - 1 = {n - 1}")
+  return {k: v for k, v in given.items() if v is not None}
+
+
+def _initialize(args: dict) -> None:
+  """Starts JAX's distributed runtime (before any other JAX call)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  # Collectives between CPU processes (the kernels' mesh, barriers).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(**args)
+  except (ValueError, RuntimeError) as e:
+    if args:
+      raise
+    # --distributed alone: JAX looked for a cluster (TPU pod, SLURM, Open
+    # MPI) and found none.
+    raise ValueError("--distributed: JAX found no cluster to join "
+                     f"({str(e).rstrip('.')}); "
+                     "pass --coordinator_address, --num_processes and "
+                     "--process_id") from e
+  logging.info("process %d of %d (%d local device(s), %d in all)",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
+def _fail(message: str, code: int, multi: bool) -> None:
+  """Exits with one `error:` line; a multi-process run skips the runtime's
+  shutdown (it would wait for the other processes)."""
+  message = " ".join(str(message).split())  # One line.
+  logging.error("%s", message)
+  print(f"error: {message}", file=sys.stderr)
+  if multi:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
+  sys.exit(code)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   commands.setup_environment()
   try:
+    args = distributed_args()
+  except ValueError as e:
+    _fail(str(e), 2, False)
+  if args is not None and not launch.in_child():
+    # The work runs in a child, so a runtime abort ends in one line.
+    sys.exit(launch.run_child(launch.command_argv("describe", _ARGS),
+                              FLAGS.process_id, FLAGS.num_processes))
+  if args is not None:
+    launch.watch_parent()
+  try:
     config = config_from_flags()
+    if args is not None:
+      _initialize(args)
     results = pipeline.describe_neurons(config)
+  except distributed.PeerLostError as e:
+    _fail(str(e), 1, True)
   except (*commands.USER_ERRORS, RuntimeError) as e:
     # Bad input (unknown names, missing files, unloadable weights): one line.
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    if args is not None and "gloo" in str(e).lower():
+      _fail(launch.lost_peer_message(FLAGS.process_id, FLAGS.num_processes),
+            1, True)
+    _fail(str(e), 2, args is not None)
   logging.info("timings (s): %s", results.config["timings_s"])
 
 
 def run(argv=None):
+  _ARGS[:] = list(argv[1:] if argv else sys.argv[1:])
   app.run(main, argv=argv, flags_parser=parse_flags)
