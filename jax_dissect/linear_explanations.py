@@ -17,7 +17,8 @@ search runs for a whole layer at once, chunked over neurons:
    steps from w = 0 over the neuron's `screen` concepts of largest
    |correlation| (all neurons of a chunk at once, on their Gram matrices).
    The full gradient at that solution is then taken over all M concepts
-   (two matrix products for the chunk). Each neuron's candidates are its
+   (the fitted values from the screened columns, then one matrix product
+   for the chunk). Each neuron's candidates are its
    concepts with non-zero weight, by |w|, then the others by |gradient|
    (the KKT violation: how much the full net wants them in; with
    screen = M the net is the exact full-concept fit). Only the first
@@ -35,9 +36,10 @@ search runs for a whole layer at once, chunked over neurons:
    stops at `max_length` concepts, when the best gain < tolerance, or when
    no candidate is left.
 
-The Adam fits run on sufficient statistics (Gram matrices of the chosen and
-candidate columns on F and H), which gives the same loss and gradients as
-the per-image form at O(L^2) cost per Adam step.
+The Adam fits run on sufficient statistics (each neuron's Gram matrix of
+its R ranked candidates on F and on H, computed once per chunk: every model
+the search fits uses only candidates), which gives the same loss and
+gradients as the per-image form at O(L^2) cost per Adam step.
 
 Output weights are on the raw presence scale: the prediction is
 C[:, S] @ weights + bias (the neuron's standardized activation), so
@@ -313,8 +315,13 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
       0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))
   weights = jnp.zeros((c, m), jnp.float32).at[
       jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
-  fitted = jnp.matmul(fit_t.T, weights.T, precision=hi)  # (|F|, c)
-  full_grad = (jnp.matmul(fit_t, fitted, precision=hi) / n - corr).T
+
+  def fitted_one(idx_w):  # The weights are zero outside the screen.
+    idx_k, w_k = idx_w
+    return jnp.matmul(w_k, fit_t[idx_k], precision=hi)  # (|F|,)
+
+  fitted = jax.lax.map(fitted_one, (idx, w_s))  # (c, |F|)
+  full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
   nonzero = weights != 0
   k_nz = jnp.where(nonzero, jnp.abs(weights), -1.0)
   k_z = jnp.where(nonzero, -1.0, jnp.abs(full_grad + ridge * weights))
@@ -376,20 +383,46 @@ def _heldout_corr(w, gram, cross, means, ybar, yy):
   return jnp.where(var_p > 1e-12, jnp.clip(r, -1.0, 1.0), 0.0)
 
 
-def _greedy_step(state, ranked, y_fit, y_held, fit_t, held_t, *, width,
-                 tolerance, adam_steps, learning_rate):
-  """One step of the greedy search for one neuron (vmapped over neurons)."""
+def _candidate_moments(x_t: jax.Array, y: jax.Array, ranked: jax.Array):
+  """_moments of each neuron's ranked candidates, one neuron at a time.
+
+  Args:
+    x_t: (M, n) standardized presence of one half.
+    y: (n, c) standardized activations of c neurons.
+    ranked: (c, R) int32 candidate concepts.
+
+  Returns:
+    (gram (c, R, R), cross (c, R), means (c, R), ybar (c,), yy (c,)).
+  """
+  def one(args):
+    ranked_k, y_k = args
+    return _moments(x_t[ranked_k], y_k)
+
+  return jax.lax.map(one, (ranked, y.T))
+
+
+def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
+                 adam_steps, learning_rate):
+  """One step of the greedy search for one neuron (vmapped over neurons).
+
+  The chosen concepts and the window are positions in the neuron's ranked
+  candidates; fit_stats and held_stats are their _candidate_moments.
+  """
   sel, length, status, done, corr, weights, bias = state
   max_length = sel.shape[0]
-  num_ranked = ranked.shape[0]
+  num_ranked = status.shape[0]
   pos = jnp.arange(num_ranked)
   avail = status == 0
   window = jnp.argsort(jnp.where(avail, pos, num_ranked + pos))[:width]
   valid = avail[window] & ~done & (length < max_length)
-  cand = ranked[window]  # (width,)
-  cols = jnp.concatenate([sel, cand])  # (L + width,)
-  gf, cf, mf, ybf, _ = _moments(fit_t[cols], y_fit)
-  gh, ch, mh, ybh, yyh = _moments(held_t[cols], y_held)
+  cols = jnp.concatenate([sel, window])  # (L + width,)
+
+  def pick(stats):
+    g, c, m, yb, yy = stats
+    return g[cols[:, None], cols[None, :]], c[cols], m[cols], yb, yy
+
+  gf, cf, mf, ybf, _ = pick(fit_stats)
+  gh, ch, mh, ybh, yyh = pick(held_stats)
   # Model j: the chosen slots 0..L-1 (masked by length) and candidate j.
   idx = jnp.concatenate([
       jnp.broadcast_to(jnp.arange(max_length), (width, max_length)),
@@ -415,7 +448,7 @@ def _greedy_step(state, ranked, y_fit, y_held, fit_t, held_t, *, width,
   w_best = w[best]
   new_weights = w_best[:max_length].at[length].set(w_best[max_length],
                                                    mode="drop")
-  return (jnp.where(add, sel.at[length].set(cand[best], mode="drop"), sel),
+  return (jnp.where(add, sel.at[length].set(window[best], mode="drop"), sel),
           length + add.astype(jnp.int32), status, done | ~add,
           jnp.where(add, r[best], corr),
           jnp.where(add, new_weights, weights),
@@ -429,6 +462,10 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
                   learning_rate: jax.Array, *, width: int, max_length: int,
                   adam_steps: int):
   """Greedy forward selection for a chunk of c neurons.
+
+  The moments of each neuron's R candidates on both halves are computed
+  once (every model the search fits uses only candidates), then the steps
+  run on them.
 
   Args:
     ranked: (c, R) int32 candidate concepts, best first.
@@ -445,11 +482,12 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
     standardized presences, correlation (c,), lengths (c,)).
   """
   c, num_ranked = ranked.shape
+  fit_stats = _candidate_moments(fit_t, y_fit, ranked)
+  held_stats = _candidate_moments(held_t, y_held, ranked)
   step = functools.partial(
-      _greedy_step, fit_t=fit_t, held_t=held_t, width=width,
-      tolerance=tolerance, adam_steps=adam_steps,
+      _greedy_step, width=width, tolerance=tolerance, adam_steps=adam_steps,
       learning_rate=learning_rate)
-  step = jax.vmap(step, in_axes=(0, 0, 1, 1))
+  step = jax.vmap(step)
   state = (jnp.zeros((c, max_length), jnp.int32),
            jnp.zeros((c,), jnp.int32),
            jnp.zeros((c, num_ranked), jnp.int32),
@@ -458,12 +496,13 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
            jnp.zeros((c,), jnp.float32))
 
   def body(_, state):
-    return step(state, ranked, y_fit, y_held)
+    return step(state, fit_stats, held_stats)
 
   sel, length, _, _, corr, weights, bias = jax.lax.fori_loop(
       0, max_length, body, state)
   used = jnp.arange(max_length)[None, :] < length[:, None]
-  return (jnp.where(used, sel, -1), jnp.where(used, weights, 0.0), bias,
+  concepts = jnp.take_along_axis(ranked, sel, axis=1)
+  return (jnp.where(used, concepts, -1), jnp.where(used, weights, 0.0), bias,
           corr, length)
 
 
