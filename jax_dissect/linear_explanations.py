@@ -15,7 +15,9 @@ search runs for a whole layer at once, chunked over neurons:
    (1 - alpha)/2 ||w||^2), solved by FISTA (accelerated proximal gradient:
    an optax.sgd step of size 1/Lip, then soft-thresholding) for `en_steps`
    steps from w = 0 over the neuron's `screen` concepts of largest
-   |correlation| (all neurons of a chunk at once, on their Gram matrices).
+   |correlation| (on their Gram matrix, one neuron of the chunk at a time
+   so that it stays in cache; the correlations of the whole chunk are one
+   matrix product).
    The full gradient at that solution is then taken over all M concepts
    (the fitted values from the screened columns, then one matrix product
    for the chunk). Each neuron's candidates are its
@@ -242,15 +244,46 @@ def standardize_activations(activations: np.ndarray, fit: np.ndarray,
 
 
 def _power_lipschitz(gram: jax.Array) -> jax.Array:
-  """Largest eigenvalue (x 1.05) of each (J, J) Gram in a (c, J, J) batch."""
-  v = jnp.ones(gram.shape[:2], jnp.float32)
+  """Largest eigenvalue (x 1.05) of a (J, J) Gram matrix."""
+  v = jnp.ones(gram.shape[:1], jnp.float32)
 
   def body(_, v):
-    w = jnp.einsum("cij,cj->ci", gram, v)
-    return w / jnp.maximum(jnp.linalg.norm(w, axis=1, keepdims=True), 1e-30)
+    w = jnp.matmul(gram, v)
+    return w / jnp.maximum(jnp.linalg.norm(w), 1e-30)
 
   v = jax.lax.fori_loop(0, _POWER_STEPS, body, v)
-  return 1.05 * jnp.linalg.norm(jnp.einsum("cij,cj->ci", gram, v), axis=1)
+  return 1.05 * jnp.linalg.norm(jnp.matmul(gram, v))
+
+
+def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
+           alpha: jax.Array, steps: int) -> jax.Array:
+  """FISTA on one neuron's screened net: gram (J, J), cross (J,) -> w (J,).
+
+  Minimizes w' gram w / 2 - cross' w + lam (alpha |w|_1 + (1 - alpha)/2
+  ||w||^2) from w = 0: an optax.sgd step of size 1/Lip, then
+  soft-thresholding.
+  """
+  hi = jax.lax.Precision.HIGHEST
+  ridge = lam * (1.0 - alpha)
+  lip = _power_lipschitz(gram) + ridge
+  threshold = lam * alpha / lip
+  opt = optax.sgd(1.0 / lip)
+
+  def grad(w):
+    return jnp.matmul(gram, w, precision=hi) - cross + ridge * w
+
+  def body(_, carry):
+    w, z, t, state = carry
+    updates, state = opt.update(grad(z), state)
+    step = optax.apply_updates(z, updates)
+    w_new = jnp.sign(step) * jnp.maximum(jnp.abs(step) - threshold, 0.0)
+    t_new = (1.0 + jnp.sqrt(1.0 + 4.0 * t * t)) / 2.0
+    z = w_new + ((t - 1.0) / t_new) * (w_new - w)
+    return w_new, z, t_new, state
+
+  w0 = jnp.zeros_like(cross)
+  return jax.lax.fori_loop(
+      0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))[0]
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "screen",
@@ -265,7 +298,8 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   once); the gradient of the full objective at that solution is then
   computed for all M concepts, and concepts outside the solution's support
   are ranked by its magnitude (the KKT violation: how much the objective
-  wants them in).
+  wants them in). Each neuron's Gram, FISTA and fitted values run one
+  neuron at a time (lax.map), so its J x J Gram stays in cache.
 
   Args:
     fit_t: (M, |F|) standardized presence of the fit half.
@@ -286,41 +320,20 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   hi = jax.lax.Precision.HIGHEST
   corr = jnp.matmul(fit_t, y_fit, precision=hi) / n  # (M, c)
   _, idx = jax.lax.top_k(jnp.abs(corr).T, screen)  # (c, J)
-
-  def gram_one(idx_k):
-    x = fit_t[idx_k]  # (J, n)
-    return jnp.matmul(x, x.T, precision=hi) / n
-
-  gram = jax.lax.map(gram_one, idx)  # (c, J, J)
   cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
   ridge = lam * (1.0 - alpha)
-  lip = _power_lipschitz(gram) + ridge  # (c,)
-  threshold = (lam * alpha / lip)[:, None]
-  opt = optax.sgd(1.0 / lip[:, None])
 
-  def grad(w):
-    return jnp.einsum("cij,cj->ci", gram, w, precision=hi) - cross + ridge * w
+  def solve_one(args):  # One neuron: its Gram stays in cache for FISTA.
+    idx_k, cross_k = args
+    x = fit_t[idx_k]  # (J, n)
+    gram = jnp.matmul(x, x.T, precision=hi) / n
+    w = _fista(gram, cross_k, lam, alpha, steps)
+    # The fitted values: the weights are zero outside the screen.
+    return w, jnp.matmul(w, x, precision=hi)
 
-  def body(_, carry):
-    w, z, t, state = carry
-    updates, state = opt.update(grad(z), state)
-    step = optax.apply_updates(z, updates)
-    w_new = jnp.sign(step) * jnp.maximum(jnp.abs(step) - threshold, 0.0)
-    t_new = (1.0 + jnp.sqrt(1.0 + 4.0 * t * t)) / 2.0
-    z = w_new + ((t - 1.0) / t_new) * (w_new - w)
-    return w_new, z, t_new, state
-
-  w0 = jnp.zeros_like(cross)
-  w_s, _, _, _ = jax.lax.fori_loop(
-      0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))
+  w_s, fitted = jax.lax.map(solve_one, (idx, cross))  # (c, J), (c, |F|)
   weights = jnp.zeros((c, m), jnp.float32).at[
       jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
-
-  def fitted_one(idx_w):  # The weights are zero outside the screen.
-    idx_k, w_k = idx_w
-    return jnp.matmul(w_k, fit_t[idx_k], precision=hi)  # (|F|,)
-
-  fitted = jax.lax.map(fitted_one, (idx, w_s))  # (c, |F|)
   full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
   nonzero = weights != 0
   k_nz = jnp.where(nonzero, jnp.abs(weights), -1.0)
