@@ -81,6 +81,9 @@ _CONCEPT_BLOCK = 2048
 # A presence column whose standard deviation on the fit half is below this
 # (saturated: a, b do not suit the CLIP model's P) is treated as constant.
 MIN_PRESENCE_SD = 1e-5
+# Neurons per vmapped screened solve on an accelerator (gathers
+# solve_batch x screen x |F| presences at once).
+_ACCELERATOR_SOLVE_BATCH = 64
 # Power-iteration steps for the Lipschitz constant of the elastic net.
 _POWER_STEPS = 30
 
@@ -287,10 +290,11 @@ def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "screen",
-                                             "num_ranked"))
+                                             "num_ranked", "solve_batch"))
 def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
                 alpha: jax.Array, *, steps: int, screen: int,
-                num_ranked: int) -> tuple[jax.Array, jax.Array]:
+                num_ranked: int, solve_batch: int | None = None
+                ) -> tuple[jax.Array, jax.Array]:
   """Elastic-net weights of a chunk of neurons and their candidate ranking.
 
   Each neuron's net is solved on its `screen` concepts of largest
@@ -299,7 +303,8 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   computed for all M concepts, and concepts outside the solution's support
   are ranked by its magnitude (the KKT violation: how much the objective
   wants them in). Each neuron's Gram, FISTA and fitted values run one
-  neuron at a time (lax.map), so its J x J Gram stays in cache.
+  neuron at a time (lax.map), so its J x J Gram stays in cache on a CPU,
+  or `solve_batch` neurons at a time (vmapped; solve_batch_size()).
 
   Args:
     fit_t: (M, |F|) standardized presence of the fit half.
@@ -309,6 +314,7 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
     steps: FISTA steps.
     screen: concepts per neuron in the net (J, <= M).
     num_ranked: candidates kept per neuron (R, <= M).
+    solve_batch: neurons per screened solve (None: one at a time).
 
   Returns:
     (weights (M, c), zero outside the screened concepts; ranked (c, R)
@@ -331,7 +337,8 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
     # The fitted values: the weights are zero outside the screen.
     return w, jnp.matmul(w, x, precision=hi)
 
-  w_s, fitted = jax.lax.map(solve_one, (idx, cross))  # (c, J), (c, |F|)
+  w_s, fitted = jax.lax.map(solve_one, (idx, cross),
+                            batch_size=solve_batch)  # (c, J), (c, |F|)
   weights = jnp.zeros((c, m), jnp.float32).at[
       jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
   full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
@@ -524,6 +531,15 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
 # ----------------------------------------------------------------------------
 
 
+def solve_batch_size(x: jax.Array, chunk: int) -> int | None:
+  """Neurons per screened solve on x's device: one on a CPU (cache), else
+  up to _ACCELERATOR_SOLVE_BATCH at once (a sequential FISTA loop per
+  neuron would leave an accelerator idle)."""
+  if all(d.platform == "cpu" for d in x.devices()):
+    return None
+  return min(chunk, _ACCELERATOR_SOLVE_BATCH)
+
+
 def explain_chunk(design: Design, y_fit: np.ndarray, y_held: np.ndarray,
                   options: dict[str, Any]):
   """Elastic net + greedy search of one chunk of neurons (see module doc).
@@ -545,7 +561,8 @@ def explain_chunk(design: Design, y_fit: np.ndarray, y_held: np.ndarray,
       design.fit_t, yf, jnp.float32(options["lam"]),
       jnp.float32(options["alpha"]), steps=options["en_steps"],
       screen=min(design.fit_t.shape[0], options["screen"]),
-      num_ranked=num_ranked)
+      num_ranked=num_ranked,
+      solve_batch=solve_batch_size(design.fit_t, yf.shape[1]))
   out = greedy_search(
       ranked, yf, jnp.asarray(y_held), design.fit_t, design.held_t,
       jnp.float32(options["tolerance"]),
