@@ -15,9 +15,12 @@ search runs for a whole layer at once, chunked over neurons:
    (1 - alpha)/2 ||w||^2), solved by FISTA (accelerated proximal gradient:
    an optax.sgd step of size 1/Lip, then soft-thresholding) for `en_steps`
    steps from w = 0 over the neuron's `screen` concepts of largest
-   |correlation| (all neurons of a chunk at once, on their Gram matrices).
+   |correlation| (on their Gram matrix, one neuron of the chunk at a time
+   so that it stays in cache; the correlations of the whole chunk are one
+   matrix product).
    The full gradient at that solution is then taken over all M concepts
-   (two matrix products for the chunk). Each neuron's candidates are its
+   (the fitted values from the screened columns, then one matrix product
+   for the chunk). Each neuron's candidates are its
    concepts with non-zero weight, by |w|, then the others by |gradient|
    (the KKT violation: how much the full net wants them in; with
    screen = M the net is the exact full-concept fit). Only the first
@@ -35,9 +38,10 @@ search runs for a whole layer at once, chunked over neurons:
    stops at `max_length` concepts, when the best gain < tolerance, or when
    no candidate is left.
 
-The Adam fits run on sufficient statistics (Gram matrices of the chosen and
-candidate columns on F and H), which gives the same loss and gradients as
-the per-image form at O(L^2) cost per Adam step.
+The Adam fits run on sufficient statistics (each neuron's Gram matrix of
+its R ranked candidates on F and on H, computed once per chunk: every model
+the search fits uses only candidates), which gives the same loss and
+gradients as the per-image form at O(L^2) cost per Adam step.
 
 Output weights are on the raw presence scale: the prediction is
 C[:, S] @ weights + bias (the neuron's standardized activation), so
@@ -77,6 +81,9 @@ _CONCEPT_BLOCK = 2048
 # A presence column whose standard deviation on the fit half is below this
 # (saturated: a, b do not suit the CLIP model's P) is treated as constant.
 MIN_PRESENCE_SD = 1e-5
+# Neurons per vmapped screened solve on an accelerator (gathers
+# solve_batch x screen x |F| presences at once).
+_ACCELERATOR_SOLVE_BATCH = 64
 # Power-iteration steps for the Lipschitz constant of the elastic net.
 _POWER_STEPS = 30
 
@@ -240,64 +247,33 @@ def standardize_activations(activations: np.ndarray, fit: np.ndarray,
 
 
 def _power_lipschitz(gram: jax.Array) -> jax.Array:
-  """Largest eigenvalue (x 1.05) of each (J, J) Gram in a (c, J, J) batch."""
-  v = jnp.ones(gram.shape[:2], jnp.float32)
+  """Largest eigenvalue (x 1.05) of a (J, J) Gram matrix."""
+  v = jnp.ones(gram.shape[:1], jnp.float32)
 
   def body(_, v):
-    w = jnp.einsum("cij,cj->ci", gram, v)
-    return w / jnp.maximum(jnp.linalg.norm(w, axis=1, keepdims=True), 1e-30)
+    w = jnp.matmul(gram, v)
+    return w / jnp.maximum(jnp.linalg.norm(w), 1e-30)
 
   v = jax.lax.fori_loop(0, _POWER_STEPS, body, v)
-  return 1.05 * jnp.linalg.norm(jnp.einsum("cij,cj->ci", gram, v), axis=1)
+  return 1.05 * jnp.linalg.norm(jnp.matmul(gram, v))
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "screen",
-                                             "num_ranked"))
-def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
-                alpha: jax.Array, *, steps: int, screen: int,
-                num_ranked: int) -> tuple[jax.Array, jax.Array]:
-  """Elastic-net weights of a chunk of neurons and their candidate ranking.
+def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
+           alpha: jax.Array, steps: int) -> jax.Array:
+  """FISTA on one neuron's screened net: gram (J, J), cross (J,) -> w (J,).
 
-  Each neuron's net is solved on its `screen` concepts of largest
-  |correlation| (FISTA on their Gram matrix, all neurons of the chunk at
-  once); the gradient of the full objective at that solution is then
-  computed for all M concepts, and concepts outside the solution's support
-  are ranked by its magnitude (the KKT violation: how much the objective
-  wants them in).
-
-  Args:
-    fit_t: (M, |F|) standardized presence of the fit half.
-    y_fit: (|F|, c) standardized activations of c neurons.
-    lam: penalty strength.
-    alpha: L1 share of the penalty.
-    steps: FISTA steps.
-    screen: concepts per neuron in the net (J, <= M).
-    num_ranked: candidates kept per neuron (R, <= M).
-
-  Returns:
-    (weights (M, c), zero outside the screened concepts; ranked (c, R)
-    int32 concept indices: non-zero weights by |weight|, then the rest by
-    |gradient|).
+  Minimizes w' gram w / 2 - cross' w + lam (alpha |w|_1 + (1 - alpha)/2
+  ||w||^2) from w = 0: an optax.sgd step of size 1/Lip, then
+  soft-thresholding.
   """
-  m, n = fit_t.shape
-  c = y_fit.shape[1]
   hi = jax.lax.Precision.HIGHEST
-  corr = jnp.matmul(fit_t, y_fit, precision=hi) / n  # (M, c)
-  _, idx = jax.lax.top_k(jnp.abs(corr).T, screen)  # (c, J)
-
-  def gram_one(idx_k):
-    x = fit_t[idx_k]  # (J, n)
-    return jnp.matmul(x, x.T, precision=hi) / n
-
-  gram = jax.lax.map(gram_one, idx)  # (c, J, J)
-  cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
   ridge = lam * (1.0 - alpha)
-  lip = _power_lipschitz(gram) + ridge  # (c,)
-  threshold = (lam * alpha / lip)[:, None]
-  opt = optax.sgd(1.0 / lip[:, None])
+  lip = _power_lipschitz(gram) + ridge
+  threshold = lam * alpha / lip
+  opt = optax.sgd(1.0 / lip)
 
   def grad(w):
-    return jnp.einsum("cij,cj->ci", gram, w, precision=hi) - cross + ridge * w
+    return jnp.matmul(gram, w, precision=hi) - cross + ridge * w
 
   def body(_, carry):
     w, z, t, state = carry
@@ -309,12 +285,63 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
     return w_new, z, t_new, state
 
   w0 = jnp.zeros_like(cross)
-  w_s, _, _, _ = jax.lax.fori_loop(
-      0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))
+  return jax.lax.fori_loop(
+      0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))[0]
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "screen",
+                                             "num_ranked", "solve_batch"))
+def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
+                alpha: jax.Array, *, steps: int, screen: int,
+                num_ranked: int, solve_batch: int | None = None
+                ) -> tuple[jax.Array, jax.Array]:
+  """Elastic-net weights of a chunk of neurons and their candidate ranking.
+
+  Each neuron's net is solved on its `screen` concepts of largest
+  |correlation| (FISTA on their Gram matrix, all neurons of the chunk at
+  once); the gradient of the full objective at that solution is then
+  computed for all M concepts, and concepts outside the solution's support
+  are ranked by its magnitude (the KKT violation: how much the objective
+  wants them in). Each neuron's Gram, FISTA and fitted values run one
+  neuron at a time (lax.map), so its J x J Gram stays in cache on a CPU,
+  or `solve_batch` neurons at a time (vmapped; solve_batch_size()).
+
+  Args:
+    fit_t: (M, |F|) standardized presence of the fit half.
+    y_fit: (|F|, c) standardized activations of c neurons.
+    lam: penalty strength.
+    alpha: L1 share of the penalty.
+    steps: FISTA steps.
+    screen: concepts per neuron in the net (J, <= M).
+    num_ranked: candidates kept per neuron (R, <= M).
+    solve_batch: neurons per screened solve (None: one at a time).
+
+  Returns:
+    (weights (M, c), zero outside the screened concepts; ranked (c, R)
+    int32 concept indices: non-zero weights by |weight|, then the rest by
+    |gradient|).
+  """
+  m, n = fit_t.shape
+  c = y_fit.shape[1]
+  hi = jax.lax.Precision.HIGHEST
+  corr = jnp.matmul(fit_t, y_fit, precision=hi) / n  # (M, c)
+  _, idx = jax.lax.top_k(jnp.abs(corr).T, screen)  # (c, J)
+  cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
+  ridge = lam * (1.0 - alpha)
+
+  def solve_one(args):  # One neuron: its Gram stays in cache for FISTA.
+    idx_k, cross_k = args
+    x = fit_t[idx_k]  # (J, n)
+    gram = jnp.matmul(x, x.T, precision=hi) / n
+    w = _fista(gram, cross_k, lam, alpha, steps)
+    # The fitted values: the weights are zero outside the screen.
+    return w, jnp.matmul(w, x, precision=hi)
+
+  w_s, fitted = jax.lax.map(solve_one, (idx, cross),
+                            batch_size=solve_batch)  # (c, J), (c, |F|)
   weights = jnp.zeros((c, m), jnp.float32).at[
       jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
-  fitted = jnp.matmul(fit_t.T, weights.T, precision=hi)  # (|F|, c)
-  full_grad = (jnp.matmul(fit_t, fitted, precision=hi) / n - corr).T
+  full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
   nonzero = weights != 0
   k_nz = jnp.where(nonzero, jnp.abs(weights), -1.0)
   k_z = jnp.where(nonzero, -1.0, jnp.abs(full_grad + ridge * weights))
@@ -376,20 +403,46 @@ def _heldout_corr(w, gram, cross, means, ybar, yy):
   return jnp.where(var_p > 1e-12, jnp.clip(r, -1.0, 1.0), 0.0)
 
 
-def _greedy_step(state, ranked, y_fit, y_held, fit_t, held_t, *, width,
-                 tolerance, adam_steps, learning_rate):
-  """One step of the greedy search for one neuron (vmapped over neurons)."""
+def _candidate_moments(x_t: jax.Array, y: jax.Array, ranked: jax.Array):
+  """_moments of each neuron's ranked candidates, one neuron at a time.
+
+  Args:
+    x_t: (M, n) standardized presence of one half.
+    y: (n, c) standardized activations of c neurons.
+    ranked: (c, R) int32 candidate concepts.
+
+  Returns:
+    (gram (c, R, R), cross (c, R), means (c, R), ybar (c,), yy (c,)).
+  """
+  def one(args):
+    ranked_k, y_k = args
+    return _moments(x_t[ranked_k], y_k)
+
+  return jax.lax.map(one, (ranked, y.T))
+
+
+def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
+                 adam_steps, learning_rate):
+  """One step of the greedy search for one neuron (vmapped over neurons).
+
+  The chosen concepts and the window are positions in the neuron's ranked
+  candidates; fit_stats and held_stats are their _candidate_moments.
+  """
   sel, length, status, done, corr, weights, bias = state
   max_length = sel.shape[0]
-  num_ranked = ranked.shape[0]
+  num_ranked = status.shape[0]
   pos = jnp.arange(num_ranked)
   avail = status == 0
   window = jnp.argsort(jnp.where(avail, pos, num_ranked + pos))[:width]
   valid = avail[window] & ~done & (length < max_length)
-  cand = ranked[window]  # (width,)
-  cols = jnp.concatenate([sel, cand])  # (L + width,)
-  gf, cf, mf, ybf, _ = _moments(fit_t[cols], y_fit)
-  gh, ch, mh, ybh, yyh = _moments(held_t[cols], y_held)
+  cols = jnp.concatenate([sel, window])  # (L + width,)
+
+  def pick(stats):
+    g, c, m, yb, yy = stats
+    return g[cols[:, None], cols[None, :]], c[cols], m[cols], yb, yy
+
+  gf, cf, mf, ybf, _ = pick(fit_stats)
+  gh, ch, mh, ybh, yyh = pick(held_stats)
   # Model j: the chosen slots 0..L-1 (masked by length) and candidate j.
   idx = jnp.concatenate([
       jnp.broadcast_to(jnp.arange(max_length), (width, max_length)),
@@ -415,7 +468,7 @@ def _greedy_step(state, ranked, y_fit, y_held, fit_t, held_t, *, width,
   w_best = w[best]
   new_weights = w_best[:max_length].at[length].set(w_best[max_length],
                                                    mode="drop")
-  return (jnp.where(add, sel.at[length].set(cand[best], mode="drop"), sel),
+  return (jnp.where(add, sel.at[length].set(window[best], mode="drop"), sel),
           length + add.astype(jnp.int32), status, done | ~add,
           jnp.where(add, r[best], corr),
           jnp.where(add, new_weights, weights),
@@ -429,6 +482,10 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
                   learning_rate: jax.Array, *, width: int, max_length: int,
                   adam_steps: int):
   """Greedy forward selection for a chunk of c neurons.
+
+  The moments of each neuron's R candidates on both halves are computed
+  once (every model the search fits uses only candidates), then the steps
+  run on them.
 
   Args:
     ranked: (c, R) int32 candidate concepts, best first.
@@ -445,11 +502,12 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
     standardized presences, correlation (c,), lengths (c,)).
   """
   c, num_ranked = ranked.shape
+  fit_stats = _candidate_moments(fit_t, y_fit, ranked)
+  held_stats = _candidate_moments(held_t, y_held, ranked)
   step = functools.partial(
-      _greedy_step, fit_t=fit_t, held_t=held_t, width=width,
-      tolerance=tolerance, adam_steps=adam_steps,
+      _greedy_step, width=width, tolerance=tolerance, adam_steps=adam_steps,
       learning_rate=learning_rate)
-  step = jax.vmap(step, in_axes=(0, 0, 1, 1))
+  step = jax.vmap(step)
   state = (jnp.zeros((c, max_length), jnp.int32),
            jnp.zeros((c,), jnp.int32),
            jnp.zeros((c, num_ranked), jnp.int32),
@@ -458,18 +516,28 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
            jnp.zeros((c,), jnp.float32))
 
   def body(_, state):
-    return step(state, ranked, y_fit, y_held)
+    return step(state, fit_stats, held_stats)
 
   sel, length, _, _, corr, weights, bias = jax.lax.fori_loop(
       0, max_length, body, state)
   used = jnp.arange(max_length)[None, :] < length[:, None]
-  return (jnp.where(used, sel, -1), jnp.where(used, weights, 0.0), bias,
+  concepts = jnp.take_along_axis(ranked, sel, axis=1)
+  return (jnp.where(used, concepts, -1), jnp.where(used, weights, 0.0), bias,
           corr, length)
 
 
 # ----------------------------------------------------------------------------
 # The whole search.
 # ----------------------------------------------------------------------------
+
+
+def solve_batch_size(x: jax.Array, chunk: int) -> int | None:
+  """Neurons per screened solve on x's device: one on a CPU (cache), else
+  up to _ACCELERATOR_SOLVE_BATCH at once (a sequential FISTA loop per
+  neuron would leave an accelerator idle)."""
+  if all(d.platform == "cpu" for d in x.devices()):
+    return None
+  return min(chunk, _ACCELERATOR_SOLVE_BATCH)
 
 
 def explain_chunk(design: Design, y_fit: np.ndarray, y_held: np.ndarray,
@@ -493,7 +561,8 @@ def explain_chunk(design: Design, y_fit: np.ndarray, y_held: np.ndarray,
       design.fit_t, yf, jnp.float32(options["lam"]),
       jnp.float32(options["alpha"]), steps=options["en_steps"],
       screen=min(design.fit_t.shape[0], options["screen"]),
-      num_ranked=num_ranked)
+      num_ranked=num_ranked,
+      solve_batch=solve_batch_size(design.fit_t, yf.shape[1]))
   out = greedy_search(
       ranked, yf, jnp.asarray(y_held), design.fit_t, design.held_t,
       jnp.float32(options["tolerance"]),

@@ -124,6 +124,25 @@ def test_elastic_net_matches_sklearn():
     assert set(top.tolist()) <= set(np.asarray(ranked15)[k].tolist())
 
 
+@pytest.mark.parametrize("solve_batch", [3, 7])
+def test_vmapped_screened_solve_matches_one_neuron_at_a_time(solve_batch):
+  # solve_batch is what an accelerator uses; a CPU solves one at a time.
+  act, p, _ = _planted(4, n=400, m=60, k=7)
+  design = le.prepare(p, a=58.0, b=-0.25, seed=0, num_images=400)
+  y_fit, _, _ = le.standardize_activations(act, design.fit, design.heldout)
+  run = lambda batch: le.elastic_net(
+      design.fit_t, jnp.asarray(y_fit), jnp.float32(0.05),
+      jnp.float32(0.99), steps=200, screen=20, num_ranked=10,
+      solve_batch=batch)
+  w1, ranked1 = run(None)
+  wb, rankedb = run(solve_batch)
+  np.testing.assert_allclose(np.asarray(wb), np.asarray(w1), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(rankedb), np.asarray(ranked1))
+  on_cpu = all(d.platform == "cpu" for d in design.fit_t.devices())
+  assert (le.solve_batch_size(design.fit_t, 256) is None) == on_cpu
+  assert le.solve_batch_size(design.fit_t, 8) in (None, 8)
+
+
 # ----------------------------------------------------------------------------
 # numpy reference of the greedy search (per neuron, per image, numpy Adam).
 # ----------------------------------------------------------------------------
