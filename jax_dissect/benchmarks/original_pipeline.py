@@ -73,10 +73,6 @@ _RATES = {"activations": "images", "clip_images": "images",
           "clip_text": "texts", "end_to_end": "images"}
 
 
-def _load_avg() -> list[float]:
-  return [round(x, 2) for x in os.getloadavg()]
-
-
 def _inputs(work: str, num_images: int, num_concepts: int
             ) -> tuple[str, list[str], list[str]]:
   """A folder of links to the first photos, their paths, the concepts."""
@@ -212,7 +208,7 @@ def run(num_images: int, num_concepts: int, target_model: str,
               encoding="utf-8") as f:
       json.dump(settings, f)
     waited = similarity_bench.wait_for_quiet(quiet_load, quiet_wait_s)
-    load_at_start = _load_avg()
+    load_at_start = similarity_bench.load_avg()
     worker = worker_lib.TorchWorker("jax_dissect.benchmarks._pipeline_torch",
                                     work)
     try:
@@ -244,7 +240,7 @@ def run(num_images: int, num_concepts: int, target_model: str,
     extra = info if side == "original_torch" else {}
     yield {**common, "framework": side, **summary[side],
            "warmup_total_s": warmup[side]["total_s"], **extra,
-           "load_avg": _load_avg()}
+           "load_avg": similarity_bench.load_avg()}
   labels_equal = {
       layer: sum(a == b for a, b in zip(
           passes["jax"][0]["labels"][layer],
@@ -258,4 +254,5 @@ def run(num_images: int, num_concepts: int, target_model: str,
                  "best": summary["jax"]["per_s"][k]["best"] /
                          summary["original_torch"]["per_s"][k]["best"]}
              for k in _RATES},
-         "labels_equal": labels_equal, "load_avg": _load_avg()}
+         "labels_equal": labels_equal,
+         "load_avg": similarity_bench.load_avg()}

@@ -245,7 +245,8 @@ def _run_one(impl, kernel, n, k, m, reps, neurons=None) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def _load_avg() -> list[float]:
+def load_avg() -> list[float]:
+  """The 1-, 5- and 15-minute load averages, rounded to 0.01."""
   return [round(x, 2) for x in os.getloadavg()]
 
 
@@ -292,7 +293,7 @@ def _compare_original(case: dict, reps: int, float64_labels: bool
   kernel, n, k, m = case["kernel"], case["N"], case["K"], case["M"]
   k_torch = min(k, case.get("torch_neurons") or k)
   common = {"kernel": kernel, "N": n, "K": k, "M": m,
-            "load_avg_at_start": _load_avg()}
+            "load_avg_at_start": load_avg()}
   a, p = _inputs(n, k, m)
   aj, pj = jnp.asarray(a), jnp.asarray(p)
   at = torch.from_numpy(np.ascontiguousarray(a[:, :k_torch]))
@@ -336,7 +337,7 @@ def _compare_original(case: dict, reps: int, float64_labels: bool
     rec = {**common, "impl": impl, "comparison": "original",
            "neurons": neurons, **_stats(passes[impl]),
            "neurons_per_s": neurons / min(passes[impl]),
-           "load_avg_1min_per_pass": loads, "load_avg": _load_avg()}
+           "load_avg_1min_per_pass": loads, "load_avg": load_avg()}
     if impl == "jax":
       rec.update(first_call_s=first_call_s, jax_version=jax.__version__)
     else:
@@ -354,15 +355,15 @@ def _compare_original(case: dict, reps: int, float64_labels: bool
           s_jax[:k_torch].argmax(1) == s_torch.argmax(1))),
       "max_abs_diff": float(np.abs(s_jax[:k_torch] - s_torch).max()),
       "max_abs_s": float(np.abs(s_jax).max()),
-      "torch_neurons": k_torch, "load_avg": _load_avg()}
+      "torch_neurons": k_torch, "load_avg": load_avg()}
   if stage_kernel:
     best = int(np.argmin(passes["original_torch"]))
     records.append({**common, "impl": "original_torch_stages",
                     "stages_s": torch_stages[best],
-                    "load_avg": _load_avg()})
+                    "load_avg": load_avg()})
     records.append({**common, "impl": "jax_stages",
                     "stages_s": _jax_stages(kernel, aj, pj, reps),
-                    "load_avg": _load_avg()})
+                    "load_avg": load_avg()})
     if float64_labels:
       labels64 = _NUMPY[kernel](a.astype(np.float64),
                                 p.astype(np.float64)).argmax(1)
