@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import resource
 import time
 from typing import Iterator
 
 import numpy as np
+
+from jax_dissect.benchmarks import similarity as similarity_bench
 
 PRESETS = {
     "full": {"sizes": [(10000, 2048, 20000)], "loop_neurons": 8},
@@ -100,8 +101,7 @@ def _measure(n: int, k: int, m: int, loop_neurons: int) -> dict:
       "recall": round(tp / sum(map(len, sets)), 4),
       "mean_correlation": round(float(np.nanmean(out.correlation)), 4),
       "mean_length": round(float(np.mean(out.lengths)), 3),
-      "peak_rss_mb": round(resource.getrusage(
-          resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+      "peak_rss_mb": round(similarity_bench.peak_rss_mb(), 1),
       "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
   }
 

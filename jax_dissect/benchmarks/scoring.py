@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import resource
 import time
 from typing import Iterator
 
 import numpy as np
+
+from jax_dissect.benchmarks import similarity as similarity_bench
 
 PRESETS = {
     "full": {
@@ -129,8 +130,7 @@ def _measure(kernel: str, n: int, k: int, m: int, num_permutations: int,
                     if pooled else None),
       "stages": _stages(kernel, a, p, num_permutations) if pooled else None,
   }
-  rec["peak_rss_mb"] = resource.getrusage(
-      resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  rec["peak_rss_mb"] = similarity_bench.peak_rss_mb()
   rec["loadavg_before"] = load_before
   rec["loadavg_after"] = os.getloadavg()
   return rec

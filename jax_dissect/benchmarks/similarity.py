@@ -113,7 +113,8 @@ def _inputs(n: int, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
   return a, p
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+  """This process's peak resident set size so far, in MiB."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -228,7 +229,7 @@ def _measure(impl: str, kernel: str, n: int, k: int, m: int,
     seconds = _best_of(lambda: matmul(aj, pj).block_until_ready(), reps)
   else:
     raise ValueError(impl)
-  return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+  return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def _run_one(impl, kernel, n, k, m, reps, neurons=None) -> dict:
