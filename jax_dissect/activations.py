@@ -516,15 +516,15 @@ def iter_activations(module: Module, variables: Any,
                      **apply_kwargs) -> Iterator[dict[str, np.ndarray]]:
   """Yields pooled activations batch by batch, with bounded memory.
 
-  One batch of inputs is on the devices at a time (plus the one being
-  computed, as dispatch is asynchronous: batch i + 1 is dispatched before
-  batch i's results are copied back) and only the pooled (B, C) rows come
-  back. Each batch is split over the devices (data parallel: the variables
-  are replicated on every device once). Every batch is padded with zero
-  rows to `batch_size` rounded up to a multiple of the device count, so the
-  function compiles once; the padding rows are dropped. Progress (counts,
-  images/s, ETA) is logged with absl logging at most every `log_every_s`
-  seconds.
+  Data parallel (`data_parallel.DataParallel.run_batches`): the variables
+  are replicated on every device once, and each call computes one batch
+  per device, padded with zero rows to `batch_size` (so the function
+  compiles once; the padding rows are dropped). A batch's pooled rows are
+  therefore the same bit for bit on any number of devices. One call's
+  batches are on the devices at a time (plus the one being computed, as
+  dispatch is asynchronous) and only the pooled (B, C) rows come back.
+  Progress (counts, images/s, ETA) is logged with absl logging at most
+  every `log_every_s` seconds.
 
   Args:
     module: a Flax linen module, or an nnx module.
@@ -534,7 +534,8 @@ def iter_activations(module: Module, variables: Any,
       with B_i <= batch_size (e.g. a generator reading files).
     layers: dotted layer paths.
     pool: "avg" (alias "mean") or "max".
-    batch_size: images per jitted call.
+    batch_size: images per device per call (the rounding of the forward
+      pass depends on it, not on the device count).
     num_images: total images, for the ETA when `images` is an iterable;
       taken from an array's first dimension.
     log_every_s: seconds between progress log lines.
@@ -568,33 +569,24 @@ def iter_activations(module: Module, variables: Any,
   dp = data_parallel.DataParallel(devices)
   # Cast and copied to every device once, not once per batch.
   variables = dp.replicate(precision.cast_floating(variables, compute_dtype))
-  padded = dp.padded_size(batch_size)
-  pending = None  # (pooled device arrays, rows) of the previous batch.
   progress = progress_lib.Progress("activations (images)", num_images,
                                    log_every_s)
+  capture = _capture_fn(_Static(static), layers, pool, token_pool, apply_fn,
+                        tuple(sorted(apply_kwargs.items())))
 
-  def fetch(item):
-    pooled, rows = item
-    out = {l: np.asarray(pooled[l], np.float32)[:rows] for l in layers}
+  def inputs():
+    for batch in _iter_batches(images, batch_size):
+      batch = np.asarray(batch)
+      if np.issubdtype(batch.dtype, np.floating):
+        batch = precision.cast_floating(batch, compute_dtype)
+      yield batch
+
+  for pooled, rows in dp.run_batches(capture, variables, inputs(),
+                                     batch_size):
+    out = {l: np.asarray(pooled[l], np.float32) for l in layers}
     precision.check_finite(out, compute_dtype, "activations")
-    return out
-
-  for batch in _iter_batches(images, batch_size):
-    batch = np.asarray(batch)
-    rows = batch.shape[0]
-    if rows > batch_size:
-      raise ValueError(f"a batch has {rows} images, more than "
-                       f"batch_size={batch_size}")
-    if np.issubdtype(batch.dtype, np.floating):
-      batch = precision.cast_floating(batch, compute_dtype)
-    pooled = _capture_split(static, variables, dp.put_batch(batch, padded),
-                            layers, pool, token_pool, apply_fn, apply_kwargs)
-    if pending is not None:
-      yield fetch(pending)
-    pending = (pooled, rows)
     progress.update(rows)
-  if pending is not None:
-    yield fetch(pending)
+    yield out
   elapsed = progress.elapsed
   logging.info("activations: %d images of %d layer(s) in %.1f s (%.1f "
                "images/s, %d device(s), %s)", progress.done, len(layers),

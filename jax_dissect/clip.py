@@ -336,10 +336,10 @@ def _length_bucket(length: int, max_length: int) -> int:
 class ClipEmbedder:
   """CLIP image/text embeddings (L2-normalised float32) with FlaxCLIPModel.
 
-  Each batch of images or texts is split over the embedder's local devices
-  (data parallel: the parameters are replicated on every device once; a
-  batch is padded with zero rows to a multiple of the device count and the
-  padding dropped). With compute_dtype bfloat16 or float16 the towers run
+  Batches of images or texts run data parallel over the embedder's local
+  devices (the parameters are replicated on every device once; each call
+  computes one batch per device, padded to the batch size, so embeddings
+  are the same bit for bit on any number of devices). With compute_dtype bfloat16 or float16 the towers run
   in that dtype (parameters cast once); embeddings are float32 either way.
 
   Attributes:
@@ -601,7 +601,7 @@ class ClipEmbedder:
     Args:
       images: iterable of file paths, PIL images or uint8 (H, W[, C])
         arrays; consumed once, batch by batch.
-      batch_size: images per jitted call (the last batch is padded).
+      batch_size: images per device per call (the last batch is padded).
       num_threads: preprocessing threads (default: every CPU).
 
     Returns:
@@ -621,14 +621,14 @@ class ClipEmbedder:
                     num_images: int | None = None) -> np.ndarray:
     """Embeds a stream of preprocessed batches (e.g. from jax_dissect.loader).
 
-    Each batch is padded to `batch_size` (rounded up to a multiple of the
-    device count) and split over the devices; batch i + 1 is dispatched
-    before the embeddings of batch i are copied back.
+    Each batch is padded with zero rows to `batch_size` and is one device's
+    share of a call (n devices embed n batches at once); the next call is
+    dispatched before the embeddings of the last one are copied back.
 
     Args:
       batches: (B_i, S, S, 3) float32 batches through `self.transform`,
         B_i <= batch_size.
-      batch_size: images per jitted call.
+      batch_size: images per device per call.
       num_images: the total, for progress lines.
 
     Returns:
@@ -638,23 +638,19 @@ class ClipEmbedder:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     progress = progress_lib.Progress("CLIP images", num_images,
                                      _PROGRESS_EVERY_S)
-    outputs, pending = [], None
-    dp = self.data_parallel
-    padded = dp.padded_size(batch_size)
-    for batch in batches:
-      batch = np.asarray(batch, np.float32)
-      self._check_pixels(batch)
-      if batch.shape[0] > batch_size:
-        raise ValueError(f"a batch has {batch.shape[0]} images, more than "
-                         f"batch_size={batch_size}")
-      result = self._image_fn(self.params, dp.put_batch(batch, padded))
-      if pending is not None:  # Fetch the previous batch while this runs.
-        outputs.append(np.asarray(pending[0])[:pending[1]])
-        progress.update(pending[1])
-      pending = (result, batch.shape[0])
-    if pending is not None:
-      outputs.append(np.asarray(pending[0])[:pending[1]])
-    progress.update(pending[1] if pending else 0, final=True)
+
+    def checked(batches):
+      for batch in batches:
+        batch = np.asarray(batch, np.float32)
+        self._check_pixels(batch)
+        yield batch
+
+    outputs = []
+    for result, rows in self.data_parallel.run_batches(
+        self._image_fn, self.params, checked(batches), batch_size):
+      outputs.append(result)
+      progress.update(rows)
+    progress.update(0, final=True)
     if not outputs:
       return np.zeros((0, self.embed_dim), np.float32)
     out = np.concatenate(outputs).astype(np.float32, copy=False)
@@ -704,7 +700,7 @@ class ClipEmbedder:
 
     Args:
       texts: M strings, tokenized as written (no template added here).
-      batch_size: texts per jitted call.
+      batch_size: texts per device per call.
       share: (i, n): compute only batches i, i + n, i + 2n, ... and leave
         the other rows zero (process i of n; the sum over the n shares is
         the whole result).
@@ -721,27 +717,29 @@ class ClipEmbedder:
           "truncated (first: text %d, %r)", len(truncated), len(texts),
           self.max_length, truncated[0], texts[truncated[0]][:80])
     eos = self.tokenizer.eos_token_id
-    dp = self.data_parallel
-    padded = dp.padded_size(batch_size)
     progress = progress_lib.Progress("CLIP texts", len(ids), _PROGRESS_EVERY_S)
     out = np.zeros((len(ids), self.embed_dim), np.float32)
     # Batches of similar length waste little compute on padding.
     order = np.argsort([len(seq) for seq in ids], kind="stable")
     index, count = share
-    for start in range(index * batch_size, len(ids), count * batch_size):
-      rows = order[start:start + batch_size]
+    chunks = [order[start:start + batch_size] for start in range(
+        index * batch_size, len(ids), count * batch_size)]
+
+    def padded(rows):
       length = _length_bucket(max(len(ids[r]) for r in rows), self.max_length)
-      batch = np.full((padded, length), eos, np.int32)
-      mask = np.zeros((padded, length), np.int32)
+      batch = np.full((batch_size, length), eos, np.int32)
+      mask = np.zeros((batch_size, length), np.int32)
       for row, r in enumerate(rows):
         batch[row, :len(ids[r])] = ids[r]
         mask[row, :len(ids[r])] = 1
       mask[len(rows):, 0] = 1  # Padding rows: one visible token, no NaN.
-      result = self._text_fn(self.params, dp.put_batch(batch, padded),
-                             dp.put_batch(mask, padded))
-      out[rows] = np.asarray(result)[:len(rows)]
-      progress.update(len(rows),
-                      final=start + count * batch_size >= len(ids))
+      return batch, mask
+
+    results = self.data_parallel.run_batches(
+        self._text_fn, self.params, map(padded, chunks), batch_size)
+    for i, (rows, (result, _)) in enumerate(zip(chunks, results)):
+      out[rows] = result[:len(rows)]
+      progress.update(len(rows), final=i == len(chunks) - 1)
     precision.check_finite({"CLIP": out}, self.compute_dtype,
                            "text embeddings")
     return out

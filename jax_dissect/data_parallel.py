@@ -1,15 +1,21 @@
 """Data parallelism over a process's local devices, and the `devices` option.
 
 A forward pass (the target's activations, CLIP's image and text towers)
-runs each batch sharded over a 1-D mesh of local devices: the parameters
-are replicated on every device once, each device computes its rows of the
-batch, and a batch whose size does not divide by the device count is
-padded with zero rows that the caller drops.
+runs its batches data parallel over a 1-D mesh of local devices: the
+parameters are replicated on every device once, and each call computes n
+batches at once, one batch per device. A batch of B <= rows inputs is padded
+with zero rows to `rows`, so every batch is computed by the same program on
+the same rows whatever the device count: its outputs are the same bit for
+bit on 1 device or 8 (and in a run of several processes), because the
+per-device computation of a batch is the same program on the same data. (A
+split of one batch over the devices would change the rounding of the
+forward passes: XLA's convolutions and matrix products round differently
+for other batch sizes.)
 
   dp = DataParallel("auto")              # all local devices
   params = dp.replicate(params)          # once
-  x = dp.put_batch(batch, dp.padded_size(batch_size))
-  out = jitted(params, x)                # sharded like x over the devices
+  for outputs, b in dp.run_batches(jitted, params, batches, rows=64):
+    ...                                  # numpy outputs of one batch, b rows
 
 The similarity kernels use the same option: `kernel_devices` gives the
 devices of every process (the global mesh) for the same `devices` value.
@@ -20,7 +26,7 @@ communication.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
 from jax.sharding import NamedSharding
@@ -124,23 +130,93 @@ class DataParallel:
     """Copies a pytree of arrays to every device of the mesh."""
     return jax.device_put(tree, self.replicated)
 
-  def padded_size(self, batch_size: int) -> int:
-    """`batch_size` rounded up to a multiple of the device count."""
-    n = self.num_devices
-    return -(-batch_size // n) * n
+  def run_batches(self, fn: Callable[..., Any], params: Any,
+                  batches: Iterable[np.ndarray | tuple[np.ndarray, ...]],
+                  rows: int) -> Iterator[tuple[Any, int]]:
+    """Runs `fn` on a stream of batches, one batch per device per call.
 
-  def put_batch(self, batch: np.ndarray, size: int) -> jax.Array:
-    """(B, ...) rows padded with zeros to (size, ...), split over devices.
+    Each batch (an array, or a tuple of arrays with the same first
+    dimension B <= rows) is padded with zero rows to `rows` and is one
+    device's shard of a call: up to n consecutive batches whose arrays have
+    the same trailing shapes and dtypes make one call on (n * rows, ...)
+    arrays split over the n devices. A call with fewer batches (at the end
+    of the stream, or before a batch of other shapes) fills the idle
+    devices with copies of its first batch, whose outputs are dropped. So a
+    batch's outputs do not depend on the device count. The next call is
+    dispatched before the outputs of the last one are copied back.
+
+    Args:
+      fn: jitted (params, *arrays) -> pytree of arrays with (n * rows) rows
+        computed row by row (no mixing of rows).
+      params: its parameters, replicated with `replicate`.
+      batches: the inputs, each an array or a tuple of arrays.
+      rows: rows of every batch after padding (the batch size).
+
+    Yields:
+      (outputs, B) per input batch, in order: the pytree of `fn`'s outputs
+      as numpy arrays holding the batch's B rows.
 
     Raises:
-      ValueError: if B > size or size does not divide by the device count.
+      ValueError: for a batch of more than `rows` rows, or arrays of a
+        batch with different numbers of rows.
     """
-    batch = np.asarray(batch)
-    rows = batch.shape[0]
-    if rows > size or size % self.num_devices:
-      raise ValueError(f"a batch of {rows} rows cannot be padded to {size} "
-                       f"rows over {self.num_devices} device(s)")
-    if rows < size:
-      pad = np.zeros((size - rows,) + batch.shape[1:], batch.dtype)
-      batch = np.concatenate([batch, pad])
-    return jax.device_put(batch, self.batch)
+    if rows < 1:
+      raise ValueError(f"rows={rows}; must be >= 1")
+    group, signature, pending = [], None, None
+    for batch in batches:
+      arrays = self._padded(batch, rows)
+      key = tuple((a.shape[1:], a.dtype) for a in arrays)
+      if group and (key != signature or len(group) == self.num_devices):
+        launched = self._launch(fn, params, group, rows)
+        if pending is not None:
+          yield from self._fetch(pending, rows)
+        pending, group = launched, []
+      group.append((arrays, _rows(batch)))
+      signature = key
+    if group:
+      launched = self._launch(fn, params, group, rows)
+      if pending is not None:
+        yield from self._fetch(pending, rows)
+      pending = launched
+    if pending is not None:
+      yield from self._fetch(pending, rows)
+
+  @staticmethod
+  def _padded(batch, rows: int) -> tuple[np.ndarray, ...]:
+    arrays = tuple(np.asarray(a) for a in (
+        batch if isinstance(batch, tuple) else (batch,)))
+    sizes = {a.shape[0] for a in arrays}
+    if len(sizes) != 1:
+      raise ValueError(f"the arrays of a batch have different numbers of "
+                       f"rows: {sorted(sizes)}")
+    size = sizes.pop()
+    if size > rows:
+      raise ValueError(f"a batch has {size} rows, more than "
+                       f"batch_size={rows}")
+    if size == rows:
+      return arrays
+    return tuple(np.concatenate(
+        [a, np.zeros((rows - size,) + a.shape[1:], a.dtype)])
+                 for a in arrays)
+
+  def _launch(self, fn, params, group, rows: int) -> tuple[Any, list[int]]:
+    """Dispatches one call on `group` (<= n padded batches)."""
+    parts = [arrays for arrays, _ in group]
+    parts += [parts[0]] * (self.num_devices - len(parts))
+    stacked = [np.concatenate(column) if len(column) > 1 else column[0]
+               for column in zip(*parts)]
+    outputs = fn(params, *(jax.device_put(a, self.batch) for a in stacked))
+    return outputs, [size for _, size in group]
+
+  @staticmethod
+  def _fetch(pending, rows: int) -> Iterator[tuple[Any, int]]:
+    outputs, sizes = pending
+    host = jax.tree_util.tree_map(np.asarray, outputs)
+    for d, size in enumerate(sizes):
+      yield jax.tree_util.tree_map(
+          lambda a, d=d, size=size: a[d * rows:d * rows + size], host), size
+
+
+def _rows(batch) -> int:
+  first = batch[0] if isinstance(batch, tuple) else batch
+  return int(np.shape(first)[0])

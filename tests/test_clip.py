@@ -433,20 +433,26 @@ def test_clip_text_embedder_of_the_analyses(tiny_clip, tmp_path):
 
 
 def test_embeddings_on_8_devices_equal_one_device(tiny_tokenizer):
+  """Bit for bit: one batch per device, texts grouped by length bucket."""
   one = clip.ClipEmbedder.random(TINY, seed=0, tokenizer=tiny_tokenizer,
                                  devices=1)
-  every = clip.ClipEmbedder.random(TINY, seed=0, tokenizer=tiny_tokenizer,
-                                   devices="auto")
-  assert every.data_parallel.num_devices == 8
-  assert every.identity() == one.identity()
-  pixels = np.random.default_rng(2).normal(size=(11, 32, 32, 3)).astype(
+  assert one.identity() == clip.ClipEmbedder.random(
+      TINY, seed=0, tokenizer=tiny_tokenizer, devices="auto").identity()
+  pixels = np.random.default_rng(2).normal(size=(23, 32, 32, 3)).astype(
       np.float32)
-  np.testing.assert_allclose(every.embed_pixels(pixels, batch_size=5),
-                             one.embed_pixels(pixels, batch_size=5),
-                             atol=1e-5)
-  texts = ["the dog", words(2), "ab", "dog", "z"]
-  np.testing.assert_allclose(every.embed_texts(texts, batch_size=3),
-                             one.embed_texts(texts, batch_size=3), atol=1e-5)
+  # Lengths in three buckets (<= 16, 32, 48 tokens), so calls change shape.
+  texts = ["the dog", words(2), "ab", "dog", "z", words(20), words(21),
+           "do", words(40), "the", words(25), words(3)] * 2
+  want_pixels = one.embed_pixels(pixels, batch_size=5)
+  want_texts = one.embed_texts(texts, batch_size=3)
+  for devices in ("auto", 3):
+    every = clip.ClipEmbedder.random(TINY, seed=0, tokenizer=tiny_tokenizer,
+                                     devices=devices)
+    assert every.data_parallel.num_devices == (8 if devices == "auto" else 3)
+    np.testing.assert_array_equal(every.embed_pixels(pixels, batch_size=5),
+                                  want_pixels)
+    np.testing.assert_array_equal(every.embed_texts(texts, batch_size=3),
+                                  want_texts)
 
 
 def test_text_shares_sum_to_the_whole(tiny_clip):

@@ -35,18 +35,69 @@ def test_devices_option():
   assert data_parallel.kernel_devices(2) == jax.devices()[:2]
 
 
-def test_batches_are_padded_and_split():
+class _Calls:
+  """A jitted row-wise function that counts its calls and input shapes."""
+
+  def __init__(self):
+    self.shapes = []
+    self._fn = jax.jit(lambda p, *xs: {"y": xs[0] * p["w"],
+                                       "n": jnp.stack([x.shape[0] for x in xs])
+                                       * jnp.ones((xs[0].shape[0], 1))})
+
+  def __call__(self, params, *xs):
+    self.shapes.append(tuple(x.shape for x in xs))
+    assert all(len(x.addressable_shards) == len(x.sharding.device_set)
+               for x in xs)
+    return self._fn(params, *xs)
+
+
+def test_run_batches_one_batch_per_device():
   dp = data_parallel.DataParallel(4)
-  assert dp.padded_size(6) == 8 and dp.padded_size(8) == 8
-  x = dp.put_batch(np.ones((5, 2), np.float32), 8)
-  assert x.shape == (8, 2)
-  assert len(x.addressable_shards) == 4
-  assert {s.data.shape for s in x.addressable_shards} == {(2, 2)}
-  np.testing.assert_array_equal(np.asarray(x)[5:], 0)
-  with pytest.raises(ValueError, match="cannot be padded"):
-    dp.put_batch(np.ones((9, 2)), 8)
-  params = dp.replicate({"w": np.ones(3)})
+  params = dp.replicate({"w": np.float32(2)})
   assert len(params["w"].addressable_shards) == 4
+  sizes = [3, 4, 2, 4, 4, 1]
+  batches = [np.full((b, 2), i, np.float32) for i, b in enumerate(sizes)]
+  fn = _Calls()
+  got = list(dp.run_batches(fn, params, batches, rows=4))
+  # Six batches on four devices: two calls of 4 batches x 4 rows (the
+  # second with two idle devices); outputs per batch, in order, padding
+  # dropped.
+  assert fn.shapes == [((16, 2),), ((16, 2),)]
+  assert [b for _, b in got] == sizes
+  for (out, _), batch in zip(got, batches):
+    np.testing.assert_array_equal(out["y"], 2 * batch)
+    assert isinstance(out["y"], np.ndarray)
+
+
+def test_run_batches_groups_by_shape():
+  dp = data_parallel.DataParallel(3)
+  params = dp.replicate({"w": np.float32(1)})
+  # Tuples (ids, mask) of per-batch lengths 5, 5, 7, 7, 7, 7, 5.
+  lengths = [5, 5, 7, 7, 7, 7, 5]
+  batches = [(np.full((2, t), i, np.int32), np.ones((2, t), np.int32))
+             for i, t in enumerate(lengths)]
+  fn = _Calls()
+  got = list(dp.run_batches(fn, params, batches, rows=2))
+  # A new call wherever the length changes or the 3 devices are full.
+  assert [s[0][1] for s in fn.shapes] == [5, 7, 7, 5]
+  assert all(s[0][0] == 6 for s in fn.shapes)
+  for (out, rows), (ids, _) in zip(got, batches):
+    assert rows == 2
+    np.testing.assert_array_equal(out["y"], ids)
+  assert list(dp.run_batches(fn, params, [], rows=2)) == []
+
+
+def test_run_batches_rejects_bad_batches():
+  dp = data_parallel.DataParallel(2)
+  params = dp.replicate({"w": np.float32(1)})
+  with pytest.raises(ValueError, match="a batch has 5 rows, more than "
+                     "batch_size=4"):
+    list(dp.run_batches(_Calls(), params, [np.ones((5, 2))], rows=4))
+  with pytest.raises(ValueError, match="different numbers of rows"):
+    list(dp.run_batches(_Calls(), params,
+                        [(np.ones((2, 2)), np.ones((3, 2)))], rows=4))
+  with pytest.raises(ValueError, match="rows=0"):
+    list(dp.run_batches(_Calls(), params, [np.ones((1, 2))], rows=0))
 
 
 def test_compute_dtypes():
