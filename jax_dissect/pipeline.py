@@ -15,8 +15,9 @@ otherwise computed in shards of probe images saved as they finish, so an
 interrupted run resumes where it stopped. The log says, for each array,
 whether it came from the cache ("cache hit") or was computed ("computing").
 
-Scale: the forward passes (CLIP's towers, the target) split each batch
-over the local devices (option `devices`), in float32 or in half precision
+Scale: the forward passes (CLIP's towers, the target) run one batch per
+local device per call (option `devices`; a batch's outputs do not depend on
+the device count), in float32 or in half precision
 (`compute_dtype`), fed by a thread pool that decodes images ahead
 (jax_dissect.loader). Under jax.distributed (several processes, started by
 the entry point) every process scans, embeds and captures its own block
@@ -66,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.target_layers = "conv1,layer1,layer2,layer3,layer4"
   c.d_probe = "imagenet_broden"
   c.concept_set = "data/20k.txt"
-  c.batch_size = 200
+  c.batch_size = 200  # Images (texts) per device per forward call.
   c.pool_mode = "avg"
   c.token_pool = "cls"  # (B, T, C) token maps (ViTs): "cls" or "mean".
   c.similarity_fn = "soft_wpmi"
@@ -90,7 +91,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.strict = False  # Unreadable probe images: error instead of skip.
   c.max_images = 0  # Use only the first max_images probe images (0 = all).
   c.num_threads = 0  # Image decoding threads; 0 = every CPU.
-  c.prefetch_batches = loader.DEFAULT_PREFETCH  # Batches decoded ahead.
+  # Batches per device decoded ahead of the forward passes.
+  c.prefetch_batches = loader.DEFAULT_PREFETCH
   # Local devices of the forward passes and of the kernels: "auto" (all)
   # or a count (per process).
   c.devices = ml_collections.FieldReference(data_parallel.AUTO,
@@ -374,11 +376,14 @@ def _given_p(path: str, p: np.ndarray) -> tuple[np.ndarray, dict, str]:
 
 def _probe_batches(config, probe, transform, inputs: loader.InputStats
                    ) -> Callable[[int, int], Any]:
-  """(start, stop) -> the decoded batches of those probe images."""
+  """(start, stop) -> the decoded batches of those probe images (one call
+  of the forward pass takes one batch per device, so `prefetch_batches`
+  calls' worth are decoded ahead)."""
+  devices = len(data_parallel.local_devices(config.devices))
   return lambda start, stop: loader.batches(
       probe, start, stop, config.batch_size, transform,
-      num_threads=config.num_threads, prefetch=config.prefetch_batches,
-      stats=inputs)
+      num_threads=config.num_threads,
+      prefetch=config.prefetch_batches * devices, stats=inputs)
 
 
 def _text_embeddings(config, cache, embedder, texts, stages
@@ -596,7 +601,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   if processes.count > 1 and config.sharding == "pmap":
     raise ValueError("sharding='pmap' runs on one process's devices; use "
                      "auto or shard_map with several processes")
-  data_parallel.local_devices(config.devices)  # Checks the count.
+  _warn_idle_devices(config)
   # Checks of paths, files and names, before any expensive stage.
   preflight.check_paths(config)
   given_p = (preflight.read_p_file(config.concept_activations)
@@ -675,6 +680,25 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
     # Process 0 alone: the analysis reads the run it wrote, on its devices.
     stages.run("score_labels", lambda: _score_labels(run), processes=1)
   return run
+
+
+def _warn_idle_devices(config) -> None:
+  """Warns when the last forward call of each cache shard leaves devices
+  idle (a call takes one batch per device; shards are computed one by
+  one). Also checks the `devices` count."""
+  devices = len(data_parallel.local_devices(config.devices))
+  batches = -(-config.shard_images // config.batch_size)
+  calls = -(-batches // devices)
+  if devices > 1 and batches % devices:
+    slots = calls * devices * config.batch_size
+    logging.warning(
+        "shard_images=%d with batch_size=%d on %d devices: the last forward "
+        "call of each cache shard leaves %d of %d devices idle (%d of %d "
+        "image slots used); a shard_images that is a multiple of batch_size "
+        "x devices (e.g. %d) keeps them all busy", config.shard_images,
+        config.batch_size, devices, calls * devices - batches, devices,
+        config.shard_images, slots, devices * config.batch_size * max(
+            1, round(config.shard_images / (devices * config.batch_size))))
 
 
 def _check_score_labels(num_images: int) -> None:

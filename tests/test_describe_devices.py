@@ -1,11 +1,20 @@
 """describe_neurons on 8 host devices equals the 1-device run (subprocesses,
-XLA_FLAGS=--xla_force_host_platform_device_count=8)."""
+XLA_FLAGS=--xla_force_host_platform_device_count=8, --config.devices=1 or
+all 8).
+
+Both runs are on the same 8-device platform: XLA:CPU compiles some fusions
+differently in a process that has 4 or more host devices, even for a
+program on one of them (measured: last-bit differences in a ResNet's
+pooled activations between a 1-device process and an 8-device process
+using one device), so "one device" here is one device of that platform,
+as it is for a user with 8 GPUs who sets devices=1.
+"""
 
 import numpy as np
 
 import describe_cli
 
-NUM_IMAGES = 21  # Not divisible by 8; batches of 6 are padded to 8.
+NUM_IMAGES = 21  # Not divisible by 8 or by the batch size 6.
 
 
 def test_8_devices_equal_1_device(tmp_path):
@@ -16,23 +25,25 @@ def test_8_devices_equal_1_device(tmp_path):
   for devices in (1, 8):
     result = tmp_path / f"results{devices}"
     done = describe_cli.run(describe_cli.args(
-        result, tmp_path / f"cache{devices}", *common), host_devices=devices)
+        result, tmp_path / f"cache{devices}", *common,
+        f"--config.devices={devices}"), host_devices=8)
     assert done.returncode == 0, done.stderr[-3000:]
     runs[devices], logs[devices] = result, done.stderr
 
   one = describe_cli.cached_arrays(runs[1])
   eight = describe_cli.cached_arrays(runs[8])
   assert sorted(one) == sorted(eight) and len(one) == 3 + 5
+  # Every device computes whole batches, so the pooled activations, the
+  # embeddings and P are the same bits as on one device (the kernels too,
+  # test_sharding.py), and so are the labels and the whole CSV.
   for name, want in one.items():
     assert want.shape[0] in (NUM_IMAGES, len(describe_cli.CONCEPTS.split()))
-    np.testing.assert_allclose(eight[name], want, rtol=1e-5,
-                               atol=1e-5 * np.abs(want).max(), err_msg=name)
-  # The kernel gives the same bits on 1 and 8 devices (test_sharding.py),
-  # but the forward passes round differently with other batch splits
-  # (above): labels may differ only where two concepts are a few float32
-  # steps apart in the 1-device run.
-  differ = describe_cli.assert_same_labels(runs[8], runs[1])
-  assert differ <= 0.01 * len(describe_cli.neurons(runs[1])), differ
+    np.testing.assert_array_equal(eight[name], want, err_msg=name)
+  assert describe_cli.assert_same_labels(runs[8], runs[1], tie=0, atol=0) == 0
+  assert ((runs[8] / "descriptions.csv").read_bytes()
+          == (runs[1] / "descriptions.csv").read_bytes())
+  # 2 batches a shard on 8 devices: the idle devices are named.
+  assert "leaves 6 of 8 devices idle" in logs[8]
 
   stages = describe_cli.read_json(runs[8] / "config.json")["stages"]
   for stage in ("clip_text", "clip_images", "activations",
