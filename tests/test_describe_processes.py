@@ -131,10 +131,20 @@ def test_killed_process_is_reported_and_the_run_resumed(reference, tmp_path):
   saved = len(glob.glob(parts))
   assert saved >= 5
 
-  # One process resumes from the shards both saved, and ends with the
+  # The rerun resumes from the shards both processes saved, with 2
+  # processes (on a copy: the same again) or with 1, and ends with the
   # 1-process result.
-  log = _run_one(tmp_path, tmp_path / "resumed", cache)
-  assert "resuming:" in log
+  shutil.copytree(cache, tmp_path / "cache_copy")
+  logs = _run_two(tmp_path, tmp_path / "resumed2", cache)
+  assert any("resuming:" in log for log in logs)
   assert not glob.glob(parts)
-  assert _same_csv(tmp_path / "resumed" / "descriptions.csv",
+  assert _same_csv(tmp_path / "resumed2" / "descriptions.csv",
+                   reference / "results" / "descriptions.csv")
+  copy_parts = str(tmp_path / "cache_copy" / "activations" / "*.parts" /
+                   "*.npy")
+  assert len(glob.glob(copy_parts)) == saved
+  log = _run_one(tmp_path, tmp_path / "resumed1", tmp_path / "cache_copy")
+  assert "resuming:" in log
+  assert not glob.glob(copy_parts)
+  assert _same_csv(tmp_path / "resumed1" / "descriptions.csv",
                    reference / "results" / "descriptions.csv")
