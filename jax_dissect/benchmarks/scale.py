@@ -5,8 +5,11 @@
    host, the first n real devices) times each forward stage on
    pre-decoded arrays: the target's activations (the smoke ResNet-18 and
    ResNet-50), CLIP's image tower and CLIP's text tower (the smoke configs'
-   small random CLIP). On one CPU, host devices share the same cores: these
-   rates show the overhead of splitting batches, not a speed-up.
+   small random CLIP). Every call takes `batch_size` inputs over the n
+   devices (a batch of batch_size / n per device), so the work per call is
+   the same at every n. On one CPU, host devices share the same cores:
+   these rates show the overhead of spreading a call over devices, not a
+   speed-up.
 2. In one process (all devices), each image stage from files (JPEG decoding
    and resizing in jax_dissect.loader's thread pool, prefetching) against
    the same stage on arrays decoded beforehand: whether the devices wait
@@ -118,6 +121,8 @@ def measure_devices(images: dict, texts: int, batch_size: int,
   (run in a subprocess per device count)."""
   import jax  # pylint: disable=g-import-not-at-top
   devices = len(jax.local_devices())
+  # Inputs per device per call: batch_size per call over all devices.
+  batch_size = max(1, batch_size // devices)
   out = []
   for name, n in images.items():
     fn, count = _stage_fns(name, n, batch_size, "auto", from_files=False)
@@ -133,7 +138,8 @@ def measure_devices(images: dict, texts: int, batch_size: int,
   out.append({"stage": "clip_text", "model": _MODEL_NAMES["clip_images"],
               "texts": len(concepts), "texts_per_s": rate})
   for record in out:
-    record.update(devices=devices, load_avg_1min=os.getloadavg()[0])
+    record.update(devices=devices, batch_per_device=batch_size,
+                  load_avg_1min=os.getloadavg()[0])
   return out
 
 
