@@ -38,12 +38,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import threading
 import zlib
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from absl import logging
 import numpy as np
@@ -359,6 +360,56 @@ def process_shards(num_shards: int, processes: Processes) -> range:
 # ----------------------------------------------------------------------------
 
 
+# (ranges, names) -> {name: rows [start, stop)} per (start, stop) of ranges.
+ComputeRows = Callable[[list[tuple[int, int]], list[str]],
+                       Iterable[dict[str, np.ndarray]]]
+
+
+def _size(rows: tuple[int, int]) -> int:
+  return rows[1] - rows[0]
+
+
+def per_shard(compute: Callable[[int, int, list[str]], dict[str, np.ndarray]]
+              ) -> ComputeRows:
+  """A `rows` compute from a function of one shard (start, stop, names)."""
+  return lambda ranges, names: (compute(a, b, names) for a, b in ranges)
+
+
+def rows_by_range(batches: Iterable[dict[str, np.ndarray]],
+                  ranges: Sequence[tuple[int, int]]
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Joins a stream of batches into the rows of each range.
+
+  Args:
+    batches: {name: (B_i, ...)} per batch, in order; no batch holds rows of
+      two ranges (e.g. from loader.range_batches).
+    ranges: (start, stop) row ranges, in the order of the batches.
+
+  Yields:
+    {name: (stop - start, ...)} per range.
+
+  Raises:
+    ValueError: if the batches end early, a batch spans two ranges, or
+      batches are left over.
+  """
+  batches = iter(batches)
+  for start, stop in ranges:
+    parts, count = [], 0
+    while count < stop - start:
+      batch = next(batches, None)
+      if batch is None:
+        raise ValueError(f"the batches ended at row {start + count}, before "
+                         f"the end of range [{start}, {stop})")
+      parts.append(batch)
+      count += len(next(iter(batch.values())))
+    if count != stop - start:
+      raise ValueError(f"a batch spans the end of range [{start}, {stop})")
+    yield {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+  # Runs the producer to its end (its closing lines), checking it is done.
+  if next(batches, None) is not None:
+    raise ValueError(f"more batches than the rows of {len(ranges)} range(s)")
+
+
 class ArrayCache:
   """A directory of .npy entries named by content keys.
 
@@ -493,7 +544,7 @@ class ArrayCache:
 
   def rows(self, keys: dict[str, str], what: str, num_rows: int,
            shard_rows: int,
-           compute: Callable[[int, int, list[str]], dict[str, np.ndarray]],
+           compute: ComputeRows,
            describe: dict[str, dict] | None = None,
            processes: Processes | None = None) -> dict[str, np.ndarray]:
     """Arrays {name: (num_rows, ...)} from the cache, or computed in shards.
@@ -518,8 +569,10 @@ class ArrayCache:
       what: human name for log lines (e.g. "activations").
       num_rows: rows (probe images) of every array.
       shard_rows: rows per saved shard.
-      compute: (start, stop, names) -> {name: rows [start, stop)} for the
-        names whose shard is missing.
+      compute: (ranges, names) -> an iterator of {name: rows [start, stop)}
+        for each (start, stop) of `ranges` in order (consecutive shards
+        missing the same names: compute them as one stream, e.g. with
+        `rows_by_range`, or one by one with `per_shard`).
       describe: {name: metadata saved beside the entry}.
       processes: the processes sharing the work (default: this one only).
 
@@ -557,8 +610,7 @@ class ArrayCache:
 
   def _build_rows(self, keys: dict[str, str], todo: list[str], what: str,
                   num_rows: int, shard_rows: int,
-                  compute: Callable[[int, int, list[str]],
-                                    dict[str, np.ndarray]],
+                  compute: ComputeRows,
                   describe: dict[str, dict], processes: Processes
                   ) -> dict[str, np.ndarray]:
     writers = {n: self.sharded_writer(keys[n], num_rows, shard_rows)
@@ -578,14 +630,23 @@ class ArrayCache:
                  "shard files already saved" if saved else "")
     progress = progress_lib.Progress(what, sum(
         stop - start for start, stop in map(first.shard_range, mine)))
-    for s in mine:
-      start, stop = first.shard_range(s)
-      names = [n for n in todo if not writers[n].has(s)]
-      if names:
-        rows = compute(start, stop, names)
+    missing = [(s, tuple(n for n in todo if not writers[n].has(s)))
+               for s in mine]
+    progress.update(sum(_size(first.shard_range(s)) for s, names in missing
+                        if not names))
+    # Consecutive shards that miss the same names are one stream: the
+    # forward passes run on across shard boundaries, each shard saved as
+    # its rows arrive.
+    for names, group in itertools.groupby(
+        [m for m in missing if m[1]], key=lambda m: m[1]):
+      shards = [s for s, _ in group]
+      ranges = [first.shard_range(s) for s in shards]
+      for s, rng, rows in zip(shards, ranges, compute(ranges, list(names)),
+                              strict=True):
         for n in names:
           writers[n].save(s, rows[n])
-      progress.update(stop - start, final=s == mine[-1])
+        progress.update(_size(rng))
+    progress.update(0, final=True)
     return self._join(keys, todo, writers, describe, processes, what)
 
   def _join(self, keys: dict[str, str], todo: list[str],

@@ -54,20 +54,22 @@ def test_json_entries_and_rows_resume(tmp_path):
     return {n: full[start:stop] for n in names}
 
   with pytest.raises(Killed):
-    c.rows(keys, "test", 25, 10, killed_after_one_shard)
+    c.rows(keys, "test", 25, 10,
+           cache_lib.per_shard(killed_after_one_shard))
   calls = []
 
   def compute(start, stop, names):
     calls.append((start, stop))
     return {n: full[start:stop] for n in names}
 
-  out = c.rows(keys, "test", 25, 10, compute)
+  out = c.rows(keys, "test", 25, 10, cache_lib.per_shard(compute))
   # The rerun computes only the shards that were not saved.
   assert calls == [(10, 20), (20, 25)]
   for n in keys:
     np.testing.assert_array_equal(out[n], full)
   calls.clear()
-  c.rows(keys, "test", 25, 10, compute)  # All cache hits now.
+  c.rows(keys, "test", 25, 10,
+         cache_lib.per_shard(compute))  # All cache hits now.
   assert calls == []
 
 
@@ -192,7 +194,8 @@ def test_damaged_shard_is_recomputed_on_resume(tmp_path, how):
     return {n: full[start:stop] for n in names}
 
   with pytest.raises(Killed):
-    c.rows(keys, "test", 25, 10, killed_after_two_shards)
+    c.rows(keys, "test", 25, 10,
+           cache_lib.per_shard(killed_after_two_shards))
   part = c.sharded_writer(keys["x"], 25, 10)._part(1)  # pylint: disable=protected-access
   if how == "delete_record":  # Killed between a shard and its record.
     os.remove(cache_lib.check_path(part))
@@ -205,7 +208,7 @@ def test_damaged_shard_is_recomputed_on_resume(tmp_path, how):
     calls.append(start)
     return {n: full[start:stop] for n in names}
 
-  out = c.rows(keys, "test", 25, 10, compute)
+  out = c.rows(keys, "test", 25, 10, cache_lib.per_shard(compute))
   np.testing.assert_array_equal(out["x"], full)
   assert calls == ([20] if how == "delete_record" else [10, 20])
 
@@ -260,7 +263,8 @@ def _build_in_another_process(root, log):
     time.sleep(0.2)
     return {n: np.full((stop - start, 2), start, np.float32) for n in names}
 
-  out = c.rows({"x": c.key("acts", name="shared")}, "test", 8, 2, compute)
+  out = c.rows({"x": c.key("acts", name="shared")}, "test", 8, 2,
+               cache_lib.per_shard(compute))
   return np.asarray(out["x"]).tolist()
 
 
@@ -288,3 +292,37 @@ def test_opening_a_cache_leaves_live_writers_temporaries(tmp_path):
       cache_lib.ArrayCache(str(tmp_path))
       assert os.path.exists(tmp), name
   del c
+
+
+def test_consecutive_missing_shards_are_one_stream(tmp_path):
+  c = cache_lib.ArrayCache(str(tmp_path))
+  full = np.arange(25 * 2, dtype=np.float32).reshape(25, 2)
+  keys = {"x": c.key("acts", n=1), "y": c.key("acts", n=2)}
+  c.sharded_writer(keys["y"], 25, 5).save(2, full[10:15])  # Left by a kill.
+  calls = []
+
+  def compute(ranges, names):
+    calls.append((list(ranges), list(names)))
+    # Batches of 3 rows that never span two shards, as the loader makes.
+    batches = ({n: full[b:min(b + 3, stop)] for n in names}
+               for start, stop in ranges for b in range(start, stop, 3))
+    return cache_lib.rows_by_range(batches, ranges)
+
+  out = c.rows(keys, "test", 25, 5, compute)
+  # Shard 2 misses only x: the stream breaks there and nowhere else.
+  assert calls == [([(0, 5), (5, 10)], ["x", "y"]), ([(10, 15)], ["x"]),
+                   ([(15, 20), (20, 25)], ["x", "y"])]
+  for n in keys:
+    np.testing.assert_array_equal(out[n], full)
+
+
+def test_rows_by_range_checks_the_batches():
+  batches = [{"a": np.zeros((3, 1))}, {"a": np.zeros((2, 1))}]
+  got = list(cache_lib.rows_by_range(iter(batches), [(0, 3), (3, 5)]))
+  assert [g["a"].shape for g in got] == [(3, 1), (2, 1)]
+  with pytest.raises(ValueError, match="spans the end of range"):
+    list(cache_lib.rows_by_range(iter(batches), [(0, 2), (2, 5)]))
+  with pytest.raises(ValueError, match="ended at row 5"):
+    list(cache_lib.rows_by_range(iter(batches), [(0, 6)]))
+  with pytest.raises(ValueError, match="more batches"):
+    list(cache_lib.rows_by_range(iter(batches), [(0, 3)]))

@@ -78,7 +78,7 @@ def test_rows_split_over_processes_then_joined(tmp_path, count):
   def process(i):
     try:
       outputs[i] = cache.rows(
-          keys, "test", 23, 5, compute,
+          keys, "test", 23, 5, cache_lib.per_shard(compute),
           processes=_ThreadProcesses(i, count, barrier, shared))
     except Exception as e:  # pylint: disable=broad-except
       errors.append(e)
@@ -96,7 +96,8 @@ def test_rows_split_over_processes_then_joined(tmp_path, count):
     for n in keys:
       np.testing.assert_array_equal(out[n], want[n])
   # One process later finds the joined entries.
-  again = cache.rows(keys, "test", 23, 5, compute)
+  again = cache.rows(keys, "test", 23, 5,
+                     cache_lib.per_shard(compute))
   assert len(computed) == 5
   np.testing.assert_array_equal(again["a"], want["a"])
 
@@ -118,7 +119,7 @@ def test_two_processes_resume_shards_one_process_saved(tmp_path):
 
   def process(i):
     outputs[i] = cache.rows(
-        keys, "test", 20, 5, compute,
+        keys, "test", 20, 5, cache_lib.per_shard(compute),
         processes=_ThreadProcesses(i, 2, barrier, shared))
 
   threads = [threading.Thread(target=process, args=(i,)) for i in range(2)]
@@ -145,7 +146,8 @@ def _rows_in_threads(root, keys, num_rows, shard_rows, count=2):
               * (1 + i) for i, n in enumerate(keys) if n in names}
     try:
       out[index] = cache_lib.ArrayCache(root, clean=False).rows(
-          keys, "test", num_rows, shard_rows, compute, processes=procs)
+          keys, "test", num_rows, shard_rows,
+          cache_lib.per_shard(compute), processes=procs)
     except Exception as e:  # pylint: disable=broad-except
       errors.append(e)
       barrier.abort()
