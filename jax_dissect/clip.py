@@ -339,8 +339,9 @@ class ClipEmbedder:
   Batches of images or texts run data parallel over the embedder's local
   devices (the parameters are replicated on every device once; each call
   computes one batch per device, padded to the batch size, so embeddings
-  are the same bit for bit on any number of devices). With compute_dtype bfloat16 or float16 the towers run
-  in that dtype (parameters cast once); embeddings are float32 either way.
+  are the same bit for bit on any number of devices). With compute_dtype
+  bfloat16 or float16 the towers run in that dtype (parameters cast once);
+  embeddings are float32 either way.
 
   Attributes:
     name: hub id, local directory or "random(...)" this model came from.
@@ -621,6 +622,21 @@ class ClipEmbedder:
                     num_images: int | None = None) -> np.ndarray:
     """Embeds a stream of preprocessed batches (e.g. from jax_dissect.loader).
 
+    See `iter_embed_batches`.
+
+    Returns:
+      (sum B_i, D) float32, rows of unit norm.
+    """
+    outputs = list(self.iter_embed_batches(batches, batch_size, num_images))
+    if not outputs:
+      return np.zeros((0, self.embed_dim), np.float32)
+    return np.concatenate(outputs)
+
+  def iter_embed_batches(self, batches: Iterable[np.ndarray],
+                         batch_size: int = 64, num_images: int | None = None
+                         ) -> Iterator[np.ndarray]:
+    """Yields the embeddings of a stream of preprocessed batches, in order.
+
     Each batch is padded with zero rows to `batch_size` and is one device's
     share of a call (n devices embed n batches at once); the next call is
     dispatched before the embeddings of the last one are copied back.
@@ -631,8 +647,8 @@ class ClipEmbedder:
       batch_size: images per device per call.
       num_images: the total, for progress lines.
 
-    Returns:
-      (sum B_i, D) float32, rows of unit norm.
+    Yields:
+      (B_i, D) float32 per batch, rows of unit norm.
     """
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -645,18 +661,14 @@ class ClipEmbedder:
         self._check_pixels(batch)
         yield batch
 
-    outputs = []
     for result, rows in self.data_parallel.run_batches(
         self._image_fn, self.params, checked(batches), batch_size):
-      outputs.append(result)
+      result = np.asarray(result, np.float32)
+      precision.check_finite({"CLIP": result}, self.compute_dtype,
+                             "image embeddings")
       progress.update(rows)
+      yield result
     progress.update(0, final=True)
-    if not outputs:
-      return np.zeros((0, self.embed_dim), np.float32)
-    out = np.concatenate(outputs).astype(np.float32, copy=False)
-    precision.check_finite({"CLIP": out}, self.compute_dtype,
-                           "image embeddings")
-    return out
 
   # -- texts ----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -73,6 +73,23 @@ def batches(probe: data_lib.ProbeSet, start: int, stop: int,
   Yields:
     Batches in order.
   """
+  return range_batches(probe, [(start, stop)], batch_size, transform,
+                       num_threads, prefetch, stats)
+
+
+def range_batches(probe: data_lib.ProbeSet, ranges: Sequence[tuple[int, int]],
+                  batch_size: int, transform: Callable, num_threads: int = 0,
+                  prefetch: int = DEFAULT_PREFETCH,
+                  stats: InputStats | None = None) -> Iterator[np.ndarray]:
+  """The batches of several ranges of images, one after the other.
+
+  Like `batches` for each (start, stop) of `ranges` in turn (no batch
+  holds images of two ranges; the last batch of a range may be smaller),
+  with one thread pool whose prefetching runs on across the ranges.
+
+  Yields:
+    (B, H, W, 3) batches in order.
+  """
   if prefetch < 1:
     raise ValueError(f"prefetch={prefetch} must be >= 1")
   stats = stats if stats is not None else InputStats()
@@ -90,10 +107,11 @@ def batches(probe: data_lib.ProbeSet, start: int, stop: int,
   with concurrent.futures.ThreadPoolExecutor(
       num_threads or default_threads()) as pool:
     pending = []
-    for b in range(start, stop, batch_size):
-      pending.append([pool.submit(one, i)
-                      for i in range(b, min(b + batch_size, stop))])
-      if len(pending) > prefetch:
-        yield take(pending.pop(0))
+    for start, stop in ranges:
+      for b in range(start, stop, batch_size):
+        pending.append([pool.submit(one, i)
+                        for i in range(b, min(b + batch_size, stop))])
+        if len(pending) > prefetch:
+          yield take(pending.pop(0))
     for futures in pending:
       yield take(futures)

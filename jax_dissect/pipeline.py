@@ -375,15 +375,19 @@ def _given_p(path: str, p: np.ndarray) -> tuple[np.ndarray, dict, str]:
 
 
 def _probe_batches(config, probe, transform, inputs: loader.InputStats
-                   ) -> Callable[[int, int], Any]:
-  """(start, stop) -> the decoded batches of those probe images (one call
-  of the forward pass takes one batch per device, so `prefetch_batches`
-  calls' worth are decoded ahead)."""
+                   ) -> Callable[[list[tuple[int, int]]], Any]:
+  """ranges -> the decoded batches of those probe images (one call of the
+  forward pass takes one batch per device, so `prefetch_batches` calls'
+  worth are decoded ahead)."""
   devices = len(data_parallel.local_devices(config.devices))
-  return lambda start, stop: loader.batches(
-      probe, start, stop, config.batch_size, transform,
+  return lambda ranges: loader.range_batches(
+      probe, ranges, config.batch_size, transform,
       num_threads=config.num_threads,
       prefetch=config.prefetch_batches * devices, stats=inputs)
+
+
+def _images(ranges: list[tuple[int, int]]) -> int:
+  return sum(stop - start for start, stop in ranges)
 
 
 def _text_embeddings(config, cache, embedder, texts, stages
@@ -437,11 +441,12 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
   inputs = loader.InputStats()
   batches = _probe_batches(config, probe, embedder.transform, inputs)
 
-  def embed(start, stop, names):
+  def embed(ranges, names):
     del names
-    return {"image": embedder.embed_batches(
-        batches(start, stop), batch_size=config.batch_size,
-        num_images=stop - start)}
+    return cache_lib.rows_by_range(
+        ({"image": e} for e in embedder.iter_embed_batches(
+            batches(ranges), batch_size=config.batch_size,
+            num_images=_images(ranges))), ranges)
 
   image_emb = stages.run("clip_images", lambda: cache.rows(
       {"image": image_key}, "CLIP image embeddings", n, config.shard_images,
@@ -478,12 +483,12 @@ def _activations(config, cache, probe, target: _Target, stages
   inputs = loader.InputStats()
   batches = _probe_batches(config, probe, target.spec.transform, inputs)
 
-  def compute(start, stop, names):
-    return act_lib.collect_activations(
-        target.module, target.variables, batches(start, stop), names,
+  def compute(ranges, names):
+    return cache_lib.rows_by_range(act_lib.iter_activations(
+        target.module, target.variables, batches(ranges), names,
         pool=target.pool, batch_size=config.batch_size,
-        num_images=stop - start, token_pool=target.token_pool,
-        devices=config.devices, compute_dtype=config.compute_dtype)
+        num_images=_images(ranges), token_pool=target.token_pool,
+        devices=config.devices, compute_dtype=config.compute_dtype), ranges)
 
   describe = {l: {"model": config.target_model, "layer": l,
                   "pool": target.pool, "token_pool": target.token_pool,
@@ -601,7 +606,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   if processes.count > 1 and config.sharding == "pmap":
     raise ValueError("sharding='pmap' runs on one process's devices; use "
                      "auto or shard_map with several processes")
-  _warn_idle_devices(config)
+  data_parallel.local_devices(config.devices)  # Checks the count.
   # Checks of paths, files and names, before any expensive stage.
   preflight.check_paths(config)
   given_p = (preflight.read_p_file(config.concept_activations)
@@ -680,25 +685,6 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
     # Process 0 alone: the analysis reads the run it wrote, on its devices.
     stages.run("score_labels", lambda: _score_labels(run), processes=1)
   return run
-
-
-def _warn_idle_devices(config) -> None:
-  """Warns when the last forward call of each cache shard leaves devices
-  idle (a call takes one batch per device; shards are computed one by
-  one). Also checks the `devices` count."""
-  devices = len(data_parallel.local_devices(config.devices))
-  batches = -(-config.shard_images // config.batch_size)
-  calls = -(-batches // devices)
-  if devices > 1 and batches % devices:
-    slots = calls * devices * config.batch_size
-    logging.warning(
-        "shard_images=%d with batch_size=%d on %d devices: the last forward "
-        "call of each cache shard leaves %d of %d devices idle (%d of %d "
-        "image slots used); a shard_images that is a multiple of batch_size "
-        "x devices (e.g. %d) keeps them all busy", config.shard_images,
-        config.batch_size, devices, calls * devices - batches, devices,
-        config.shard_images, slots, devices * config.batch_size * max(
-            1, round(config.shard_images / (devices * config.batch_size))))
 
 
 def _check_score_labels(num_images: int) -> None:

@@ -141,6 +141,18 @@ def test_loader_yields_the_range_in_order(probe, prefetch):
   assert stats.images == 9 and stats.wait_s >= 0
 
 
+def test_loader_range_batches_stay_within_ranges(probe):
+  stats = loader.InputStats()
+  got = list(loader.range_batches(probe, [(0, 5), (5, 7), (9, 11)], 3,
+                                  _small, num_threads=2, prefetch=2,
+                                  stats=stats))
+  assert [b.shape[0] for b in got] == [3, 2, 2, 2]
+  want = np.stack([_small(probe.load(i)) for i in [0, 1, 2, 3, 4, 5, 6, 9,
+                                                   10]])
+  np.testing.assert_array_equal(np.concatenate(got), want)
+  assert stats.images == 9
+
+
 def test_loader_measures_waiting(probe):
   def slow(image):
     time.sleep(0.05)

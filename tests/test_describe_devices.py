@@ -42,8 +42,9 @@ def test_8_devices_equal_1_device(tmp_path):
   assert describe_cli.assert_same_labels(runs[8], runs[1], tie=0, atol=0) == 0
   assert ((runs[8] / "descriptions.csv").read_bytes()
           == (runs[1] / "descriptions.csv").read_bytes())
-  # 2 batches a shard on 8 devices: the idle devices are named.
-  assert "leaves 6 of 8 devices idle" in logs[8]
+  # The 3 cache shards (10, 10, 1 images) are one stream of batches: one
+  # forward pass over all 21 images, not one per shard.
+  assert logs[8].count(f"activations: {NUM_IMAGES} images of 5 layer(s)") == 1
 
   stages = describe_cli.read_json(runs[8] / "config.json")["stages"]
   for stage in ("clip_text", "clip_images", "activations",
