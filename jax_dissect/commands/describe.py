@@ -71,7 +71,8 @@ for _name, _help in _STR_FLAGS.items():
   flags.DEFINE_string(_name, None, f"{_help} Default: {_DEFAULTS[_name]!r}.",
     module_name=commands.flag_module())
 flags.DEFINE_integer("batch_size", None,
-                     f"Images per batch. Default: {_DEFAULTS.batch_size}.",
+                     f"Images (texts) per device per forward call. Default: "
+                     f"{_DEFAULTS.batch_size}.",
     module_name=commands.flag_module())
 flags.DEFINE_bool("strict", None, "Fail on unreadable probe images instead "
                   "of skipping them. Default: False.",
