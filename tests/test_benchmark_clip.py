@@ -6,7 +6,8 @@ import pytest
 
 from jax_dissect.benchmarks import clip as clip_bench
 
-BPE = os.path.join(clip_bench._DATA, "clip_bpe", "bpe_simple_vocab_16e6.txt.gz")
+BPE = os.path.join(clip_bench.shared_data_dir(), "clip_bpe",
+                   "bpe_simple_vocab_16e6.txt.gz")
 
 
 @pytest.mark.skipif(not os.path.isfile(BPE), reason=f"no {BPE}")
@@ -41,3 +42,8 @@ def test_tiny_run_against_the_torch_worker():
   for r in records[:2]:  # Images and texts: same weights, same embeddings.
     assert r["max_abs_diff_vs_torch"] < 1e-5
     assert r["torch_per_s"] > 0
+
+
+def test_shared_data_follows_the_environment_variable(monkeypatch, tmp_path):
+  monkeypatch.setenv("JAX_DISSECT_SHARED_DATA", str(tmp_path))
+  assert clip_bench.shared_data_dir() == str(tmp_path)

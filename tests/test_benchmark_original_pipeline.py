@@ -6,7 +6,7 @@ import pytest
 
 from jax_dissect.benchmarks import original_pipeline as suite
 
-SAMPLE = os.path.join(suite._DATA, "imagenet_sample")  # pylint: disable=protected-access
+SAMPLE = os.path.join(suite.clip_bench.shared_data_dir(), "imagenet_sample")
 
 
 def test_presets():

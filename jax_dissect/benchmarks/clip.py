@@ -31,7 +31,13 @@ from jax_dissect.benchmarks import similarity as similarity_bench
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-_DATA = os.path.join(os.path.dirname(_REPO), "shared", "data")
+
+
+def shared_data_dir() -> str:
+  """The shared data folder: ../shared/data beside the repository, or
+  $JAX_DISSECT_SHARED_DATA (configs/shared_data.py)."""
+  from configs import shared_data  # pylint: disable=g-import-not-at-top
+  return shared_data.root()
 
 # CLIPConfig defaults are ViT-B/32's vision tower with the 12-layer, width-512
 # text tower; ViT-B/16 differs only in its patch size.
@@ -162,8 +168,10 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
         image_batch: int = 32, text_batch: int = 256, repeats: int = 1,
         seed: int = 0,
         compare_torch: bool = True, p_shape: tuple[int, int, int] | None = None,
-        data_dir: str = _DATA) -> Iterator[dict]:
-  """Yields one record per measurement (see the module docstring)."""
+        data_dir: str | None = None) -> Iterator[dict]:
+  """Yields one record per measurement (see the module docstring; the
+  shared data from `shared_data_dir()` unless `data_dir` is given)."""
+  data_dir = data_dir or shared_data_dir()
   if model not in MODELS:
     raise ValueError(f"model={model!r}; allowed: {sorted(MODELS)}")
   bpe = os.path.join(data_dir, "clip_bpe", "bpe_simple_vocab_16e6.txt.gz")

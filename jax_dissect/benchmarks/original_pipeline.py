@@ -45,7 +45,6 @@ from jax_dissect.benchmarks import _worker as worker_lib
 from jax_dissect.benchmarks import clip as clip_bench
 from jax_dissect.benchmarks import similarity as similarity_bench
 
-_DATA = clip_bench._DATA  # pylint: disable=protected-access
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
 PRESETS = {
@@ -76,7 +75,8 @@ _RATES = {"activations": "images", "clip_images": "images",
 def _inputs(work: str, num_images: int, num_concepts: int
             ) -> tuple[str, list[str], list[str]]:
   """A folder of links to the first photos, their paths, the concepts."""
-  sample = os.path.join(_DATA, "imagenet_sample")
+  data = clip_bench.shared_data_dir()
+  sample = os.path.join(data, "imagenet_sample")
   names = sorted(os.listdir(sample))[:num_images]
   if len(names) < num_images:
     raise ValueError(f"num_images={num_images}: the shared sample {sample} "
@@ -85,7 +85,7 @@ def _inputs(work: str, num_images: int, num_concepts: int
   os.makedirs(folder)
   for name in names:
     os.symlink(os.path.join(sample, name), os.path.join(folder, name))
-  with open(os.path.join(_DATA, "concepts", "20k.txt"), encoding="utf-8") as f:
+  with open(os.path.join(data, "concepts", "20k.txt"), encoding="utf-8") as f:
     concepts = list(dict.fromkeys(l.strip() for l in f if l.strip()))
   return folder, [os.path.join(folder, n) for n in names], concepts[
       :num_concepts]
@@ -196,7 +196,8 @@ def run(num_images: int, num_concepts: int, target_model: str,
       f.write("\n".join(concepts) + "\n")
     tokenizer_dir = os.path.join(work, "tokenizer")
     tokenizer = clip.build_clip_tokenizer(
-        os.path.join(_DATA, "clip_bpe", "bpe_simple_vocab_16e6.txt.gz"),
+        os.path.join(clip_bench.shared_data_dir(), "clip_bpe",
+                     "bpe_simple_vocab_16e6.txt.gz"),
         tokenizer_dir)
     settings = {
         "photos": photos, "concepts": concepts, "target_model": target_model,
