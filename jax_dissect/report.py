@@ -21,6 +21,7 @@ embedded once, so the file grows with the number of distinct top images.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import html
 import io
@@ -122,6 +123,12 @@ def _neuron_columns(entries: Sequence[results_lib.OutputEntry]
       cell = values.setdefault(where, {})
       for c in names:
         cell[keys[c]] = _value(r[c])
+  # A title two analyses share (e.g. "correlation" of scoring and of linear
+  # explanations) says whose it is.
+  titles = collections.Counter(c["title"] for c in columns)
+  for c in columns:
+    if titles[c["title"]] > 1:
+      c["title"] = f"{c['analysis']} {c['title']}"
   return columns, values
 
 

@@ -164,3 +164,19 @@ def test_url_hash_sorts_and_filters(demo):
   dom, _ = _load(demo["html"] + "#layer=layer4&filter=" + label.split()[0])
   assert re.findall(r'<tr data-unit="(\d+)"', dom)[0] == "2"
   assert "of 8 neurons" in dom
+
+
+def test_shared_column_titles_name_their_analysis(tmp_path):
+  world = synth.make_world(n_per_class=2)
+  run = results_lib.load_run(synth.write_results(str(tmp_path / "res"),
+                                                 world))
+  unit = run.layer_neurons("layer4")[0]
+  for name, extra in (("scoring", "spearman"), ("linear_explanations", "bias")):
+    results_lib.write_analysis(results_lib.AnalysisOutput(name, tables={
+        f"{name}_table": results_lib.Table(
+            [{"layer": "layer4", "unit": unit.unit, "correlation": 0.5,
+              extra: 1.0}], per_neuron=True)}), run.analysis_dir())
+  data = report.collect_report_data(run, num_thumbs=0)
+  titles = sorted(c["title"] for c in data["columns"])
+  assert titles == ["bias", "linear_explanations correlation",
+                    "scoring correlation", "spearman"], titles
