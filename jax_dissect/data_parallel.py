@@ -162,18 +162,8 @@ class DataParallel:
     """
     if rows < 1:
       raise ValueError(f"rows={rows}; must be >= 1")
-    group, signature, pending = [], None, None
-    for batch in batches:
-      arrays = self._padded(batch, rows)
-      key = tuple((a.shape[1:], a.dtype) for a in arrays)
-      if group and (key != signature or len(group) == self.num_devices):
-        launched = self._launch(fn, params, group, rows)
-        if pending is not None:
-          yield from self._fetch(pending, rows)
-        pending, group = launched, []
-      group.append((arrays, _rows(batch)))
-      signature = key
-    if group:
+    pending = None
+    for group in self._groups(batches, rows):
       launched = self._launch(fn, params, group, rows)
       if pending is not None:
         yield from self._fetch(pending, rows)
@@ -181,8 +171,25 @@ class DataParallel:
     if pending is not None:
       yield from self._fetch(pending, rows)
 
+  def _groups(self, batches, rows: int
+              ) -> Iterator[list[tuple[tuple[np.ndarray, ...], int]]]:
+    """Up to n consecutive (padded arrays, B) of the same shapes and
+    dtypes at a time."""
+    group, signature = [], None
+    for batch in batches:
+      arrays, size = self._padded(batch, rows)
+      key = tuple((a.shape[1:], a.dtype) for a in arrays)
+      if group and (key != signature or len(group) == self.num_devices):
+        yield group
+        group = []
+      group.append((arrays, size))
+      signature = key
+    if group:
+      yield group
+
   @staticmethod
-  def _padded(batch, rows: int) -> tuple[np.ndarray, ...]:
+  def _padded(batch, rows: int) -> tuple[tuple[np.ndarray, ...], int]:
+    """(the batch's arrays padded with zero rows to `rows`, its rows B)."""
     arrays = tuple(np.asarray(a) for a in (
         batch if isinstance(batch, tuple) else (batch,)))
     sizes = {a.shape[0] for a in arrays}
@@ -194,10 +201,10 @@ class DataParallel:
       raise ValueError(f"a batch has {size} rows, more than "
                        f"batch_size={rows}")
     if size == rows:
-      return arrays
+      return arrays, size
     return tuple(np.concatenate(
         [a, np.zeros((rows - size,) + a.shape[1:], a.dtype)])
-                 for a in arrays)
+                 for a in arrays), size
 
   def _launch(self, fn, params, group, rows: int) -> tuple[Any, list[int]]:
     """Dispatches one call on `group` (<= n padded batches)."""
@@ -215,8 +222,3 @@ class DataParallel:
     for d, size in enumerate(sizes):
       yield jax.tree_util.tree_map(
           lambda a, d=d, size=size: a[d * rows:d * rows + size], host), size
-
-
-def _rows(batch) -> int:
-  first = batch[0] if isinstance(batch, tuple) else batch
-  return int(np.shape(first)[0])
