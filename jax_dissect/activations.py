@@ -393,15 +393,22 @@ def _capture_fn(static: _Static, layers: tuple[str, ...], pool: str,
   return jax.jit(capture)
 
 
+def _capture_for(static: Any, layers: tuple[str, ...], pool: str,
+                 token_pool: str, apply_fn: Callable | None,
+                 apply_kwargs: Mapping[str, Any]):
+  """The (cached) jitted capture of a split module (see `_capture_fn`)."""
+  if not layers:
+    raise ValueError("layers is empty; name at least one layer")
+  return _capture_fn(_Static(static), layers, canonical_pool(pool),
+                     canonical_token_pool(token_pool), apply_fn,
+                     tuple(sorted(apply_kwargs.items())))
+
+
 def _capture_split(static: Any, variables: Any, images: Any,
                    layers: tuple[str, ...], pool: str, token_pool: str,
                    apply_fn: Callable | None,
                    apply_kwargs: Mapping[str, Any]) -> dict[str, jax.Array]:
-  if not layers:
-    raise ValueError("layers is empty; name at least one layer")
-  fn = _capture_fn(_Static(static), layers, canonical_pool(pool),
-                   canonical_token_pool(token_pool), apply_fn,
-                   tuple(sorted(apply_kwargs.items())))
+  fn = _capture_for(static, layers, pool, token_pool, apply_fn, apply_kwargs)
   pooled = fn(variables, images)
   return {l: pooled[l] for l in layers}  # jit returns keys sorted.
 
@@ -571,8 +578,8 @@ def iter_activations(module: Module, variables: Any,
   variables = dp.replicate(precision.cast_floating(variables, compute_dtype))
   progress = progress_lib.Progress("activations (images)", num_images,
                                    log_every_s)
-  capture = _capture_fn(_Static(static), layers, pool, token_pool, apply_fn,
-                        tuple(sorted(apply_kwargs.items())))
+  capture = _capture_for(static, layers, pool, token_pool, apply_fn,
+                         apply_kwargs)
 
   def inputs():
     for batch in _iter_batches(images, batch_size):
