@@ -365,8 +365,9 @@ ComputeRows = Callable[[list[tuple[int, int]], list[str]],
                        Iterable[dict[str, np.ndarray]]]
 
 
-def _size(rows: tuple[int, int]) -> int:
-  return rows[1] - rows[0]
+def total_rows(ranges: Iterable[tuple[int, int]]) -> int:
+  """The number of rows in (start, stop) ranges."""
+  return sum(stop - start for start, stop in ranges)
 
 
 def per_shard(compute: Callable[[int, int, list[str]], dict[str, np.ndarray]]
@@ -628,12 +629,12 @@ class ArrayCache:
                  ", ".join(todo), num_rows, first.num_shards, block,
                  f"; resuming: {saved} of {len(mine) * len(todo)} "
                  "shard files already saved" if saved else "")
-    progress = progress_lib.Progress(what, sum(
-        stop - start for start, stop in map(first.shard_range, mine)))
+    progress = progress_lib.Progress(what, total_rows(
+        map(first.shard_range, mine)))
     missing = [(s, tuple(n for n in todo if not writers[n].has(s)))
                for s in mine]
-    progress.update(sum(_size(first.shard_range(s)) for s, names in missing
-                        if not names))
+    progress.update(total_rows(first.shard_range(s) for s, names in missing
+                               if not names))
     # Consecutive shards that miss the same names are one stream: the
     # forward passes run on across shard boundaries, each shard saved as
     # its rows arrive.
@@ -641,11 +642,11 @@ class ArrayCache:
         [m for m in missing if m[1]], key=lambda m: m[1]):
       shards = [s for s, _ in group]
       ranges = [first.shard_range(s) for s in shards]
-      for s, rng, rows in zip(shards, ranges, compute(ranges, list(names)),
-                              strict=True):
+      for s, (start, stop), rows in zip(
+          shards, ranges, compute(ranges, list(names)), strict=True):
         for n in names:
           writers[n].save(s, rows[n])
-        progress.update(_size(rng))
+        progress.update(stop - start)
     progress.update(0, final=True)
     return self._join(keys, todo, writers, describe, processes, what)
 

@@ -386,10 +386,6 @@ def _probe_batches(config, probe, transform, inputs: loader.InputStats
       prefetch=config.prefetch_batches * devices, stats=inputs)
 
 
-def _images(ranges: list[tuple[int, int]]) -> int:
-  return sum(stop - start for start, stop in ranges)
-
-
 def _text_embeddings(config, cache, embedder, texts, stages
                      ) -> tuple[np.ndarray, str]:
   """CLIP's (M, D) text embeddings, from the cache or computed (batches
@@ -446,7 +442,7 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
     return cache_lib.rows_by_range(
         ({"image": e} for e in embedder.iter_embed_batches(
             batches(ranges), batch_size=config.batch_size,
-            num_images=_images(ranges))), ranges)
+            num_images=cache_lib.total_rows(ranges))), ranges)
 
   image_emb = stages.run("clip_images", lambda: cache.rows(
       {"image": image_key}, "CLIP image embeddings", n, config.shard_images,
@@ -487,7 +483,7 @@ def _activations(config, cache, probe, target: _Target, stages
     return cache_lib.rows_by_range(act_lib.iter_activations(
         target.module, target.variables, batches(ranges), names,
         pool=target.pool, batch_size=config.batch_size,
-        num_images=_images(ranges), token_pool=target.token_pool,
+        num_images=cache_lib.total_rows(ranges), token_pool=target.token_pool,
         devices=config.devices, compute_dtype=config.compute_dtype), ranges)
 
   describe = {l: {"model": config.target_model, "layer": l,
