@@ -40,9 +40,7 @@ class _Calls:
 
   def __init__(self):
     self.shapes = []
-    self._fn = jax.jit(lambda p, *xs: {"y": xs[0] * p["w"],
-                                       "n": jnp.stack([x.shape[0] for x in xs])
-                                       * jnp.ones((xs[0].shape[0], 1))})
+    self._fn = jax.jit(lambda p, *xs: {"y": xs[0] * p["w"]})
 
   def __call__(self, params, *xs):
     self.shapes.append(tuple(x.shape for x in xs))
