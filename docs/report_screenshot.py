@@ -24,11 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax_dissect import profile
+import synthetic_results
+
 from jax_dissect import report
 from jax_dissect import results_dir
-from jax_dissect import stability
-import synthetic_results
+from jax_dissect.analyses.profile import layer_profile as profile
+from jax_dissect.analyses.stability import bootstrap as stability
 
 _OUT = flags.DEFINE_string("out", os.path.join(REPO, "docs",
                                                "report_screenshot.png"),

@@ -4,7 +4,8 @@ Usage:
   python scripts/benchmark.py --suite=similarity --preset=full \
       --output=benchmarks/similarity.jsonl
 
-Suites are the modules of jax_dissect/benchmarks/; each yields one record per
+Suites are the modules of benchmarks/ (at the repository root, beside
+their records; not part of the installed package); each yields one record per
 measurement, and every record written here also carries the suite, preset,
 host, device list, a timestamp and the load average (`loadavg`: 1, 5 and
 15 minutes; `load_avg_1min`, when the suite did not record its own). Wrap a
@@ -25,10 +26,10 @@ from absl import flags
 from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import jax_dissect.benchmarks  # pylint: disable=g-import-not-at-top
+import benchmarks  # pylint: disable=g-import-not-at-top
 
 _SUITES = sorted(m.name for m in pkgutil.iter_modules(
-    jax_dissect.benchmarks.__path__) if not m.name.startswith("_"))
+    benchmarks.__path__) if not m.name.startswith("_"))
 
 _SUITE = flags.DEFINE_enum("suite", None, _SUITES, "Benchmark suite to run.")
 _PRESET = flags.DEFINE_string(
@@ -60,7 +61,7 @@ def _preset(suite) -> dict:
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  suite = importlib.import_module(f"jax_dissect.benchmarks.{_SUITE.value}")
+  suite = importlib.import_module(f"benchmarks.{_SUITE.value}")
   if _PRESET.value not in suite.PRESETS:
     raise app.UsageError(f"--preset={_PRESET.value!r} is not a preset of suite "
                          f"{_SUITE.value!r}; allowed: {sorted(suite.PRESETS)}")

@@ -3,8 +3,8 @@
   python scripts/compositional.py --results_dir=results/rn50 --layer=layer4 \
       --units=12,345 --num_singles=100 --top_n=5
 
-The same as `scripts/analyze.py --analysis=compositional` (jax_dissect/analyses/compositional.py
-lists the options).
+The same as `scripts/analyze.py --analysis=compositional`
+(jax_dissect/analyses/compositional/ lists the options).
 """
 
 import os

@@ -4,7 +4,7 @@ r"""Describe-and-Dissect: open-vocabulary descriptions of a run's neurons.
       --layer=layer4 --units=12,345 --captioner=my_models:blip \
       --llm=my_models:chat --generator=my_models:sd15
 
-The same as `scripts/analyze.py --analysis=dnd` (jax_dissect/analyses/dnd.py
+The same as `scripts/analyze.py --analysis=dnd` (jax_dissect/analyses/dnd/
 lists the options; docs/dnd.md explains the method and how to plug in
 models). Writes <results_dir>/analysis/dnd.csv and dnd_details.json.
 """

@@ -5,8 +5,8 @@
       --similarity_fns=all --text_embedder=cached+clip \
       --sentence_model=sentence-transformers/all-mpnet-base-v2
 
-The same as `scripts/analyze.py --analysis=evaluate` (jax_dissect/analyses/evaluate.py
-lists the options).
+The same as `scripts/analyze.py --analysis=evaluate`
+(jax_dissect/analyses/evaluate/ lists the options).
 """
 
 import os

@@ -4,7 +4,7 @@
       --layer=layer4 --max_length=10
 
 The same as `scripts/analyze.py --analysis=linear_explanations`
-(jax_dissect/analyses/linear_explanations.py lists the options).
+(jax_dissect/analyses/linear_explanations/ lists the options).
 """
 
 import os

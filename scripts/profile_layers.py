@@ -5,8 +5,8 @@
   python scripts/profile_layers.py --results_dir=results/rn50 \
       --categorizer=table --category_table=broden_categories.tsv
 
-The same as `scripts/analyze.py --analysis=profile` (jax_dissect/analyses/profile.py
-lists the options).
+The same as `scripts/analyze.py --analysis=profile`
+(jax_dissect/analyses/profile/ lists the options).
 """
 
 import os

@@ -6,7 +6,7 @@
 Writes <results_dir>/analysis/explanation_scores.csv (layer, unit,
 description, correlation, spearman, auprc, p_value, q_value) and
 explanation_scores_summary.csv (per layer). The same as
-`scripts/analyze.py --analysis=scoring` (jax_dissect/analyses/scoring.py
+`scripts/analyze.py --analysis=scoring` (jax_dissect/analyses/scoring/
 lists the options).
 """
 

@@ -3,8 +3,8 @@
   python scripts/stability.py --results_dir=results/rn50 --num_resamples=20 \
       --seed=0 --layers=layer4,fc
 
-The same as `scripts/analyze.py --analysis=stability` (jax_dissect/analyses/stability.py
-lists the options).
+The same as `scripts/analyze.py --analysis=stability`
+(jax_dissect/analyses/stability/ lists the options).
 """
 
 import os

@@ -3,8 +3,8 @@
   python scripts/weight_analysis.py --results_dir=results/rn50 \
       --layer_in=layer4 --layer_out=fc --top_n=1000
 
-The same as `scripts/analyze.py --analysis=weights` (jax_dissect/analyses/weights.py
-lists the options).
+The same as `scripts/analyze.py --analysis=weights`
+(jax_dissect/analyses/weights/ lists the options).
 """
 
 import os

@@ -1,7 +1,8 @@
-"""Analyses of a describe_neurons run: one module each, one shape for all.
+"""Analyses of a describe_neurons run: one package each, one shape for all.
 
-Every module of this package whose name does not start with "_" is an
-analysis and defines:
+Every subpackage here whose name does not start with "_" is an analysis:
+its math sits in its modules, and its __init__.py re-exports the public
+functions and defines:
 
   NAME: str                      its registry name (= the module name)
   DESCRIPTION: str               one line for --help and the docs
@@ -13,7 +14,7 @@ analysis and defines:
 then re-runs what it needs on the run's cached arrays (similarity.compute for
 kernels; CLIP's text tower only for strings outside the concept set) and
 returns tables, charts and JSON documents; `results.write_analysis` saves
-them with a manifest the HTML report walks. So a new analysis is one file
+them with a manifest the HTML report walks. So a new analysis is one folder
 here, and `scripts/analyze.py --analysis=NAME` runs it.
 """
 

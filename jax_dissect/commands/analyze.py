@@ -24,8 +24,8 @@ from absl import flags
 from absl import logging
 
 from jax_dissect import analyses
-from jax_dissect import callables
-from jax_dissect import commands
+from jax_dissect.commands import common
+from jax_dissect.runtime import callables
 
 FLAGS = flags.FLAGS
 _COMMON = ("results_dir", "out_dir", "analysis")
@@ -37,7 +37,7 @@ def _option_help(module) -> dict[str, str]:
   """Help of each option, from the comments in the config's source."""
   out = {}
   sources = [module.get_config]
-  from jax_dissect import text_embed  # pylint: disable=g-import-not-at-top
+  from jax_dissect.clip import text_embed  # pylint: disable=g-import-not-at-top
   sources.append(text_embed.add_options)
   for fn in sources:
     try:
@@ -73,19 +73,19 @@ def _define_option_flags(name: str) -> list[str]:
     text = f"{helps.get(key, key)} (default: {default!r})"
     if kind is bool:
       flags.DEFINE_bool(key, None, text,
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
     elif kind is int:
       flags.DEFINE_integer(key, None, text,
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
     elif kind is float:
       flags.DEFINE_float(key, None, text,
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
     elif kind in (tuple, list):
       flags.DEFINE_list(key, None, text,
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
     else:
       flags.DEFINE_string(key, None, text,
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
     names.append(key)
   return names
 
@@ -123,8 +123,8 @@ def _main(name: str | None, option_names: list[str]):
     overrides: dict[str, Any] = {
         k: FLAGS[k].value for k in option_names if FLAGS[k].present}
     config = analyses.make_config(name, overrides)
-    commands.setup_environment(needs_torch=_needs_torch(config))
-    from jax_dissect import results as results_lib  # pylint: disable=g-import-not-at-top
+    common.setup_environment(needs_torch=_needs_torch(config))
+    from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
     run = results_lib.load_run(FLAGS.results_dir)
     output = analyses.get(name).run(run, config)
     paths = results_lib.write_analysis(output,
@@ -139,15 +139,15 @@ def run(argv: list[str] | None = None, analysis: str | None = None) -> None:
   """Parses the flags of `analysis` (or of --analysis in argv) and runs it."""
   argv = list(sys.argv if argv is None else argv)
   flags.DEFINE_string("results_dir", None, "describe_neurons output.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
   flags.DEFINE_string("out_dir", None,
                       "Output dir (default <results_dir>/analysis).",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
   name = analysis
   if name is None:
     flags.DEFINE_string("analysis", None, "The analysis to run: one of "
                         f"{', '.join(analyses.names())}.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
     name = _argv_value(argv[1:], "analysis")
   option_names: list[str] = []
   if name is not None:
@@ -155,4 +155,4 @@ def run(argv: list[str] | None = None, analysis: str | None = None) -> None:
       option_names = _define_option_flags(name)
     except ValueError as e:
       sys.exit(f"error: {e}")
-  app.run(commands.one_line_errors(_main(name, option_names)), argv=argv)
+  app.run(common.one_line_errors(_main(name, option_names)), argv=argv)

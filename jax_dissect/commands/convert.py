@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jax_dissect import commands
 from jax_dissect import models
+from jax_dissect.commands import common
 from jax_dissect.models import convert
 
 # Models with their own loader (Hugging Face ViT, CLIP) are not torchvision
@@ -27,23 +27,23 @@ _MODEL = flags.DEFINE_enum(
     "model", None, [m for m in models.list_models()
                     if models.get_model(m).loader is None],
     "Registry name of the target model.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "Local .safetensors/.pth/.pt file or hub repo id "
     "(default: the registry's default weights).",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 _OUTPUT = flags.DEFINE_string("output", None,
                               "Orbax checkpoint directory to write.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 _FORCE = flags.DEFINE_bool("force", False, "Overwrite --output if it exists.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 flags.mark_flags_as_required(["model", "output"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  commands.setup_environment()
+  common.setup_environment()
   spec = models.get_model(_MODEL.value)
   _, variables = spec.load(weights=_WEIGHTS.value)
   path = convert.save_variables(_OUTPUT.value, variables, force=_FORCE.value)
@@ -52,4 +52,4 @@ def main(argv):
 
 
 def run(argv=None):
-  app.run(commands.one_line_errors(main), argv=argv)
+  app.run(common.one_line_errors(main), argv=argv)

@@ -35,14 +35,14 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from jax_dissect import commands
-from jax_dissect import distributed
 from jax_dissect import pipeline
+from jax_dissect.commands import common
 from jax_dissect.commands import launch
+from jax_dissect.runtime import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "An ml_collections config file (configs/*.py[:arg]).")
-flags.FLAGS.register_flag_by_module(commands.flag_module(),
+flags.FLAGS.register_flag_by_module(common.flag_module(),
                                     flags.FLAGS["config"])
 
 _DEFAULTS = pipeline.default_config()
@@ -69,32 +69,32 @@ _STR_FLAGS = {
 }
 for _name, _help in _STR_FLAGS.items():
   flags.DEFINE_string(_name, None, f"{_help} Default: {_DEFAULTS[_name]!r}.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 flags.DEFINE_integer("batch_size", None,
                      f"Images (texts) per device per forward call. Default: "
                      f"{_DEFAULTS.batch_size}.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 flags.DEFINE_bool("strict", None, "Fail on unreadable probe images instead "
                   "of skipping them. Default: False.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 # jax.distributed.initialize's arguments (several processes or hosts).
 flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, where the JAX "
     "coordinator listens (every process passes the same); with "
-    "--num_processes and --process_id.", module_name=commands.flag_module())
+    "--num_processes and --process_id.", module_name=common.flag_module())
 flags.DEFINE_integer("num_processes", None, "Processes of the run (1 = no "
-                     "jax.distributed).", module_name=commands.flag_module())
+                     "jax.distributed).", module_name=common.flag_module())
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. "
                      "num_processes - 1; process 0 writes the results.",
-                     module_name=commands.flag_module())
+                     module_name=common.flag_module())
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize "
                   "even without the three flags above, which JAX then finds "
                   "itself (Cloud TPU pods, SLURM, Open MPI).",
-                  module_name=commands.flag_module())
+                  module_name=common.flag_module())
 flags.DEFINE_bool("score_labels", None, "After labelling, score every label "
                   "(analysis/explanation_scores.csv: simulation scores, "
                   "p- and q-values). Default: False.",
-    module_name=commands.flag_module())
+    module_name=common.flag_module())
 FLAGS = flags.FLAGS
 _ARGS: list[str] = []  # The command's flags, for the child of a
                        # multi-process run.
@@ -231,7 +231,7 @@ def _fail(message: str, code: int, multi: bool) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  commands.setup_environment()
+  common.setup_environment()
   try:
     args = distributed_args()
   except ValueError as e:
@@ -249,7 +249,7 @@ def main(argv):
     results = pipeline.describe_neurons(config)
   except distributed.PeerLostError as e:
     _fail(str(e), 1, True)
-  except (*commands.USER_ERRORS, RuntimeError) as e:
+  except (*common.USER_ERRORS, RuntimeError) as e:
     # Bad input (unknown names, missing files, unloadable weights): one line.
     if args is not None and "gloo" in str(e).lower():
       _fail(launch.lost_peer_message(FLAGS.process_id, FLAGS.num_processes),

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 # Buffers torchvision stores that have no Flax counterpart.
 IGNORED_SUFFIXES = ("num_batches_tracked",)

@@ -39,24 +39,23 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, TYPE_CHECKING
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jax_dissect import clip
-from jax_dissect import hf_loading
-from jax_dissect import preprocess
+from jax_dissect.data import preprocess
 from jax_dissect.models import convert
+from jax_dissect.runtime import hub as hf_loading
 
 if TYPE_CHECKING:
   import transformers
 
 _tf = hf_loading.transformers_lib
-from jax_dissect.models import registry
+from jax_dissect.models import spec as spec_lib
 
-RANDOM_WEIGHTS = registry.RANDOM_WEIGHTS
+RANDOM_WEIGHTS = spec_lib.RANDOM_WEIGHTS
 VIT_B16 = "google/vit-base-patch16-224"
 VIT_PROFILE_LAYERS = ("vit.encoder.layer.0", "vit.encoder.layer.3",
                       "vit.encoder.layer.6", "vit.encoder.layer.9",
@@ -197,7 +196,7 @@ def vit_transform(image_size: int = 224) -> preprocess.ImageTransform:
 
 def vit_spec(name: str = "vit_b16", default_weights: str = VIT_B16, *,
              random_config: Mapping[str, Any] | None = None,
-             head: bool | None = None) -> registry.ModelSpec:
+             head: bool | None = None) -> spec_lib.ModelSpec:
   """A ModelSpec for a Hugging Face ViT (e.g. for a `module:factory` path).
 
   Args:
@@ -216,7 +215,7 @@ def vit_spec(name: str = "vit_b16", default_weights: str = VIT_B16, *,
     return vit_model(_vit_config(random_config),
                      True if head is None else head).module
 
-  return registry.ModelSpec(
+  return spec_lib.ModelSpec(
       name, constructor, default_weights, vit_transform(image_size),
       num_labels, input_size=image_size, loader=loader)
 
@@ -321,7 +320,7 @@ def load_clip_vision(weights: str = clip.DEFAULT_MODEL, seed: int = 0, *,
 def clip_vision_spec(name: str = "clip_vision",
                      default_weights: str = clip.DEFAULT_MODEL, *,
                      random_config: Mapping[str, Any] | None = None
-                     ) -> registry.ModelSpec:
+                     ) -> spec_lib.ModelSpec:
   """A ModelSpec for CLIP's image tower (CLIPImageProcessor preprocessing).
 
   random_config's vision_config.image_size (default 224) sets the input
@@ -331,7 +330,7 @@ def clip_vision_spec(name: str = "clip_vision",
   overrides = dict(random_config or {})
   image_size = int(overrides.get("vision_config", {}).get("image_size", 224))
   loader = functools.partial(load_clip_vision, random_config=random_config)
-  return registry.ModelSpec(
+  return spec_lib.ModelSpec(
       name, functools.partial(clip_vision_module_random, random_config),
       default_weights, clip.clip_transform(image_size),
       int(overrides.get("projection_dim", 512)), input_size=image_size,

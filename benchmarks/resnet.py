@@ -1,0 +1,144 @@
+"""ResNet-50 activation capture: jax_dissect vs torchvision forward hooks.
+
+Both frameworks run the same random weights (torchvision's init with
+randomized BatchNorm, converted to Flax) on the same preprocessed photos of
+the shared ImageNet sample (random pixels if it is absent), capture the
+outputs of conv1 and layer1..layer4 and average-pool them over space. Timed
+passes alternate between the frameworks so load changes hit both; the
+reported rates use the median pass and the fastest pass (on a shared,
+busy machine the fastest pass is the least disturbed). Preprocessing is not
+timed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from configs import shared_data
+
+from jax_dissect.data import preprocess
+from jax_dissect.models import capture as activations
+from jax_dissect.models import convert
+from jax_dissect.models import resnet
+
+LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
+# The shared ImageNet sample (configs/shared_data.py finds it).
+SAMPLE_DIR = os.path.join(shared_data.root(), "imagenet_sample")
+
+PRESETS = {
+    "full": dict(num_images=48, batch_size=16, image_size=224, repeats=5),
+    "quick": dict(num_images=8, batch_size=4, image_size=224, repeats=1),
+}
+
+
+def _images(num_images: int, image_size: int) -> tuple[np.ndarray, str]:
+  """(N, S, S, 3) float32 preprocessed photos, and where they came from."""
+  transform = preprocess.ImageTransform(
+      resize=round(image_size * 256 / 224), crop=image_size)
+  if os.path.isdir(SAMPLE_DIR):
+    names = sorted(os.listdir(SAMPLE_DIR))[:num_images]
+    if len(names) == num_images:
+      return np.stack([transform(preprocess.load_rgb(
+          os.path.join(SAMPLE_DIR, n))) for n in names]), "imagenet_sample"
+  rng = np.random.default_rng(0)
+  return rng.normal(size=(num_images, image_size, image_size, 3)).astype(
+      np.float32), "random"
+
+
+def _torch_resnet50(torch):
+  import torchvision  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = torchvision.models.resnet50(weights=None).eval()
+  with torch.no_grad():
+    for m in model.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.normal_(0.0, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.normal_(0.0, 0.1)
+  return model
+
+
+def run(num_images: int, batch_size: int, image_size: int,
+        repeats: int) -> Iterator[dict]:
+  """Yields one record per framework and one comparing them."""
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = os.cpu_count() or 1
+  torch.set_num_threads(threads)
+  images, source = _images(num_images, image_size)
+  batches = [images[i:i + batch_size]
+             for i in range(0, num_images, batch_size)]
+
+  torch_model = _torch_resnet50(torch)
+  module = resnet.ResNet50()
+  variables = jax.device_put(convert.convert_state_dict(
+      {k: v.numpy() for k, v in torch_model.state_dict().items()},
+      convert.abstract_variables(module, (1, image_size, image_size, 3))))
+
+  def jax_pass():
+    out = [activations.capture_pooled(module, variables, b, LAYERS)
+           for b in batches]
+    jax.block_until_ready(out)
+    return {l: np.concatenate([np.asarray(o[l]) for o in out]) for l in LAYERS}
+
+  pooled = {}
+  modules = dict(torch_model.named_modules())
+  for name in LAYERS:
+    def hook(_, __, out, name=name):
+      pooled[name] = out.mean(dim=(2, 3))
+    modules[name].register_forward_hook(hook)
+  torch_batches = [torch.from_numpy(np.ascontiguousarray(
+      b.transpose(0, 3, 1, 2))) for b in batches]
+
+  def torch_pass():
+    out = {l: [] for l in LAYERS}
+    with torch.inference_mode():
+      for b in torch_batches:
+        torch_model(b)
+        for l in LAYERS:
+          out[l].append(pooled[l].numpy())
+    return {l: np.concatenate(v) for l, v in out.items()}
+
+  start = time.perf_counter()
+  jax.block_until_ready(
+      activations.capture_pooled(module, variables, batches[0], LAYERS))
+  compile_s = time.perf_counter() - start
+  torch_pass()  # Warm-up (allocator, oneDNN primitive caches).
+
+  seconds = {"jax": [], "torch": []}
+  results = {}
+  for _ in range(repeats):
+    for name, fn in (("jax", jax_pass), ("torch", torch_pass)):
+      start = time.perf_counter()
+      results[name] = fn()
+      seconds[name].append(time.perf_counter() - start)
+
+  common = dict(model="resnet50", weights="random", layers=list(LAYERS),
+                pool="avg", image_size=image_size, batch_size=batch_size,
+                num_images=num_images, images=source, repeats=repeats)
+  rates, best_rates = {}, {}
+  for name in ("jax", "torch"):
+    rates[name] = num_images / statistics.median(seconds[name])
+    best_rates[name] = num_images / min(seconds[name])
+    record = dict(common, framework=name, seconds=seconds[name],
+                  images_per_s=rates[name], best_images_per_s=best_rates[name])
+    if name == "jax":
+      record.update(jax_version=jax.__version__, first_call_s=compile_s,
+                    backend=jax.default_backend())
+    else:
+      record.update(torch_version=torch.__version__, torch_threads=threads,
+                    method="forward hooks, mean over H, W in the hook")
+    yield record
+  max_rel = max(float(np.abs(results["jax"][l] - results["torch"][l]).max() /
+                      np.abs(results["torch"][l]).max()) for l in LAYERS)
+  yield dict(common, framework="ratio",
+             jax_over_torch=rates["jax"] / rates["torch"],
+             best_jax_over_torch=best_rates["jax"] / best_rates["torch"],
+             jax_images_per_s=rates["jax"], torch_images_per_s=rates["torch"],
+             max_rel_diff_pooled=max_rel)

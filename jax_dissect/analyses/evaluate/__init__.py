@@ -1,0 +1,149 @@
+"""Evaluation of a class layer's labels against class names (paper Tables 1, 3).
+
+  python scripts/analyze.py --analysis=evaluate --results_dir=results/rn50 \
+      --layer=fc --class_names=../shared/data/concepts/imagenet_labels.txt \
+      --first_synonym --similarity_fns=all --text_embedder=cached+clip \
+      --sentence_model=sentence-transformers/all-mpnet-base-v2
+
+For a layer whose neuron k is class k (e.g. ResNet's fc): top-1/top-5
+accuracy when the concept set holds the class names, and the mean cosine of
+label and class name in CLIP's text space (cos_clip) and in a sentence
+embedding space (cos_sentence). Every similarity function re-runs on the
+run's cached A and P. Writes evaluation.csv/.json (one row per function) and
+evaluation_neurons.csv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from jax_dissect import similarity
+from jax_dissect.analyses.evaluate import metrics as evaluate_lib
+from jax_dissect.analyses.evaluate.metrics import class_name_ranks
+from jax_dissect.analyses.evaluate.metrics import evaluate_similarity
+from jax_dissect.analyses.evaluate.metrics import label_cosines
+from jax_dissect.analyses.evaluate.metrics import read_class_names
+from jax_dissect.analyses.evaluate.metrics import top_k_accuracy
+from jax_dissect.clip import text_embed
+from jax_dissect.runtime import options
+from jax_dissect.store import results as results_lib
+
+__all__ = [
+    "class_name_ranks", "DESCRIPTION", "evaluate_layer",
+    "evaluate_similarity", "get_config", "label_cosines", "NAME",
+    "read_class_names", "run", "top_k_accuracy",
+]
+
+NAME = "evaluate"
+DESCRIPTION = "A class layer's labels against its class names."
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.layer = ""  # The class layer (default: the run's last layer).
+  c.class_names = ""  # File of class names, one per line, in class order.
+  c.first_synonym = False  # Keep the text before each name's first comma.
+  c.similarity_fns = ()  # Kernels to compare, or ("all",); default the run's.
+  text_embed.add_options(c, "cached+clip")  # cos_clip; "none" skips it.
+  c.sentence_model = ""  # sentence-transformers model for cos_sentence.
+  c.seed = ml_collections.config_dict.placeholder(int)  # rank_reorder's.
+  return c
+
+
+def evaluate_layer(
+    results: results_lib.Run, layer: str, class_names: Sequence[str],
+    similarity_names: Sequence[str] | None = None,
+    embedders: Mapping[str, text_embed.TextEmbedFn] | None = None,
+    kernel_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int | None = None, top_ks: Sequence[int] = (1, 5),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+  """Compares similarity functions on a class layer of a run.
+
+  Each kernel re-runs on the cached A of `layer` and P; the run's own
+  function uses the run's hyper-parameters, the others their defaults.
+
+  Args:
+    results: the run.
+    layer: the layer whose neuron k is class k (e.g. "fc").
+    class_names: the K class names in class-index order.
+    similarity_names: kernels to compare; default the run's own.
+    embedders: name -> text_embed_fn for the cos_<name> columns.
+    kernel_overrides: kernel name -> hyper-parameters to override.
+    seed: seed of rank_reorder's key (default: the run's seed).
+    top_ks: accuracies to report.
+
+  Returns:
+    (table, neuron_rows): one summary row per similarity function (keys
+    similarity_fn, layer, n_neurons, top1, top5, cos_<name>, ...), and one
+    row per neuron per function (similarity_fn, layer, unit, class_name,
+    label, rank, score, cos_<name>).
+  """
+  names = list(similarity_names or [results.similarity_fn])
+  for name in names:
+    similarity.get_kernel(name)
+  seed = results.seed if seed is None else seed
+  results.check_layer(layer)
+  if not results.concepts:
+    raise ValueError(f"{results.path} has no concepts.txt; it is needed to "
+                     "name the similarity columns")
+  a = np.asarray(results.activations(layer), np.float32)
+  p = np.asarray(results.concept_activations(), np.float32)
+  if a.shape[1] != len(class_names):
+    raise ValueError(f"layer {layer!r} has {a.shape[1]} neurons but "
+                     f"{len(class_names)} class names were given")
+  table, neuron_rows = [], []
+  for name in names:
+    kwargs = results.kernel_kwargs(name, (kernel_overrides or {}).get(name))
+    logging.info("evaluate: %s on layer %s (%s)", name, layer, kwargs)
+    sim = np.asarray(similarity.compute(name, a, p, seed=seed, **kwargs))
+    summary, per_neuron = evaluate_lib.evaluate_similarity(
+        sim, results.concepts, class_names, embedders, top_ks)
+    table.append({"similarity_fn": name, "layer": layer, **summary})
+    for unit in range(len(class_names)):
+      row: dict[str, Any] = {"similarity_fn": name, "layer": layer,
+                             "unit": unit}
+      for key, values in per_neuron.items():
+        v = values[unit]
+        row[key] = v.item() if isinstance(v, np.generic) else v
+      neuron_rows.append(row)
+  return table, neuron_rows
+
+
+def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
+  if not config.class_names:
+    raise ValueError("class_names is required: a file of class names, one "
+                     "per line in class-index order")
+  layer = results.check_layer(config.layer or results.layers[-1])
+  fns = options.names_list("similarity_fns", config.similarity_fns)
+  if fns == ["all"]:
+    fns = similarity.names()
+  for name in fns:
+    options.choice("similarity_fns", name, similarity.names() + ["all"])
+  seed = None if config.seed is None else options.integer("seed",
+                                                          config.seed)
+  class_names = evaluate_lib.read_class_names(config.class_names,
+                                              config.first_synonym)
+  embedders = {}
+  clip_fn = text_embed.from_options(config, results, allow_none=True)
+  if clip_fn is not None:
+    embedders["clip"] = clip_fn
+  if config.sentence_model:
+    embedders["sentence"] = text_embed.make_text_embedder(
+        "sentence", model=config.sentence_model)
+  table, neuron_rows = evaluate_layer(results, layer, class_names,
+                                      similarity_names=fns or None,
+                                      embedders=embedders, seed=seed)
+  return results_lib.AnalysisOutput(
+      analysis=NAME,
+      tables={
+          "evaluation": results_lib.Table(
+              table, "Evaluation against class names", json=True),
+          "evaluation_neurons": results_lib.Table(
+              neuron_rows, "Per-neuron evaluation", show=False),
+      },
+      summary=evaluate_lib.format_table(table).splitlines())

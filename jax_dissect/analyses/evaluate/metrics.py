@@ -1,0 +1,172 @@
+"""Evaluation of final-layer labels against class names (paper Tables 1, 3).
+
+For a layer whose neuron k is class k (e.g. ResNet's fc), each neuron's label
+is compared with its class name:
+
+- top-1 / top-5 accuracy: the class name is among the neuron's 1 / 5 best
+  concepts of the similarity ranking (needs a concept set that holds the
+  class names, e.g. imagenet_labels.txt);
+- mean cosine similarity of label and class name in one or more text
+  embedding spaces (CLIP's text tower; a sentence-embedding model such as
+  all-mpnet-base-v2), which works with any concept set.
+
+The analysis (jax_dissect.analyses.evaluate) re-runs any of the similarity
+kernels on a run's cached A and P, so all functions are compared in one call
+(Table 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import os
+from typing import Any
+
+from absl import logging
+import numpy as np
+
+from jax_dissect.clip import text_embed
+
+
+def normalize_name(name: str) -> str:
+  """Case- and whitespace-insensitive form used to match labels to classes."""
+  return " ".join(name.lower().split())
+
+
+def read_class_names(path: str | os.PathLike,
+                     first_synonym: bool = False) -> list[str]:
+  """Reads class names, one per line in class-index order.
+
+  Trailing newlines are ignored; a blank line inside the file is an error,
+  since it would shift every later class index.
+
+  Args:
+    path: the file (e.g. imagenet_labels.txt).
+    first_synonym: keep only the text before the first comma of each line
+      ("tench, Tinca tinca" -> "tench").
+  """
+  with open(path, encoding="utf-8-sig") as f:
+    names = [line.strip() for line in f.read().rstrip("\r\n").splitlines()]
+  if first_synonym:
+    names = [n.split(",")[0].strip() for n in names]
+  if not names or any(not n for n in names):
+    raise ValueError(f"{path}: class names must be one non-empty name per "
+                     "line, in class-index order")
+  return names
+
+
+def class_name_ranks(similarity: np.ndarray, concepts: Sequence[str],
+                     class_names: Sequence[str]) -> np.ndarray:
+  """Rank of each neuron's class name in its similarity ranking.
+
+  Args:
+    similarity: S, (K, M); neuron k is class k.
+    concepts: the M concepts (column m of S is concepts[m]).
+    class_names: the K class names.
+
+  Returns:
+    int (K,): 0 when the class name is the best concept, r when r concepts
+    score strictly higher; -1 where the class name is not a concept. Names
+    match after `normalize_name`; if several concepts match, the best counts.
+  """
+  similarity = np.asarray(similarity, np.float32)
+  k, m = similarity.shape
+  if len(concepts) != m:
+    raise ValueError(f"similarity has {m} concept columns but there are "
+                     f"{len(concepts)} concepts")
+  if len(class_names) != k:
+    raise ValueError(f"similarity has {k} neurons but there are "
+                     f"{len(class_names)} class names; a class-name evaluation "
+                     "needs one class per neuron")
+  columns: dict[str, list[int]] = {}
+  for j, c in enumerate(concepts):
+    columns.setdefault(normalize_name(c), []).append(j)
+  ranks = np.full(k, -1, np.int64)
+  for i, name in enumerate(class_names):
+    cols = columns.get(normalize_name(name))
+    if cols:
+      best = similarity[i, cols].max()
+      ranks[i] = int(np.sum(similarity[i] > best))
+  return ranks
+
+
+def top_k_accuracy(ranks: np.ndarray, k: int) -> float:
+  """Fraction of neurons whose class name is within the top k (ranks < k)."""
+  ranks = np.asarray(ranks)
+  if np.any(ranks < 0):
+    raise ValueError(f"{int(np.sum(ranks < 0))} class names are not in the "
+                     "concept set; accuracy needs all of them")
+  return float(np.mean(ranks < k))
+
+
+def label_cosines(labels: Sequence[str], class_names: Sequence[str],
+                  text_embed_fn: text_embed.TextEmbedFn) -> np.ndarray:
+  """Cosine similarity of each label with its class name: float32 (K,)."""
+  if len(labels) != len(class_names):
+    raise ValueError(f"{len(labels)} labels but {len(class_names)} class "
+                     "names")
+  emb = text_embed.embed_unique(text_embed_fn, list(labels) + list(class_names))
+  n = len(labels)
+  return np.sum(emb[:n] * emb[n:], axis=1)
+
+
+def evaluate_similarity(
+    similarity: np.ndarray, concepts: Sequence[str],
+    class_names: Sequence[str],
+    embedders: Mapping[str, text_embed.TextEmbedFn] | None = None,
+    top_ks: Sequence[int] = (1, 5)) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Scores one similarity matrix against class names.
+
+  Args:
+    similarity: S, (K, M), neuron k is class k.
+    concepts: the M concepts.
+    class_names: the K class names.
+    embedders: name -> text_embed_fn; for each, the mean label/class-name
+      cosine is reported as "cos_<name>".
+    top_ks: accuracies to report as "top<k>".
+
+  Returns:
+    (summary, per_neuron): summary has n_neurons, top<k> (None if some class
+    names are not concepts), n_classes_in_concepts and cos_<name>; per_neuron
+    has arrays label, class_name, rank, score and cos_<name>.
+  """
+  similarity = np.asarray(similarity, np.float32)
+  ranks = class_name_ranks(similarity, concepts, class_names)
+  best = np.argmax(similarity, axis=1)
+  labels = [concepts[j] for j in best]
+  summary: dict[str, Any] = {"n_neurons": len(class_names),
+                             "n_classes_in_concepts": int(np.sum(ranks >= 0))}
+  per_neuron: dict[str, Any] = {
+      "class_name": list(class_names), "label": labels, "rank": ranks,
+      "score": similarity[np.arange(len(best)), best]}
+  all_present = bool(np.all(ranks >= 0))
+  if not all_present:
+    logging.warning("%d of %d class names are not in the concept set: no "
+                    "top-k accuracy", int(np.sum(ranks < 0)), len(ranks))
+  for k in top_ks:
+    summary[f"top{k}"] = top_k_accuracy(ranks, k) if all_present else None
+  for name, fn in (embedders or {}).items():
+    cos = label_cosines(labels, class_names, fn)
+    per_neuron[f"cos_{name}"] = cos
+    summary[f"cos_{name}"] = float(np.mean(cos))
+  return summary, per_neuron
+
+
+def format_table(table: Sequence[Mapping[str, Any]]) -> str:
+  """A plain-text table of the summary rows, for logs and the terminal."""
+  skip = {"layer"}
+  cols = [k for k in dict.fromkeys(k for r in table for k in r)
+          if k not in skip]
+
+  def fmt(v):
+    if v is None:
+      return "-"
+    if isinstance(v, float):
+      return f"{v:.4f}"
+    return str(v)
+
+  cells = [[fmt(r.get(c)) for c in cols] for r in table]
+  widths = [max(len(c), *(len(row[i]) for row in cells))
+            for i, c in enumerate(cols)]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+  lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+  return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Weight analysis (paper section 5): do strong connections join similar labels?
+
+  python scripts/analyze.py --analysis=weights --results_dir=results/rn50 \
+      --layer_in=layer4 --layer_out=fc --top_n=1000
+
+Correlates the weights connecting two labelled layers with the cosine
+similarity of the connected neurons' labels (Pearson r and p-value over all
+weights and the top-n). The kernel is `layer_out`'s, taken from the run's
+target model (rebuilt from config.json: registry name, weights, seed), or
+from a file (weights=kernel.npy, Flax layout (in, out) / (kh, kw, in, out);
+transpose_torch for PyTorch's). Writes weights_<in>_<out>.json and .png.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+
+from jax_dissect import models
+from jax_dissect.analyses.weights import connections as weights_lib
+from jax_dissect.analyses.weights.connections import connection_matrix
+from jax_dissect.analyses.weights.connections import label_similarity_matrix
+from jax_dissect.analyses.weights.connections import load_weights
+from jax_dissect.analyses.weights.connections import weight_label_correlation
+from jax_dissect.clip import text_embed
+from jax_dissect.runtime import options
+from jax_dissect.store import results as results_lib
+
+__all__ = [
+    "connection_matrix", "DESCRIPTION", "get_config",
+    "label_similarity_matrix", "load_weights", "NAME", "run",
+    "weight_label_correlation",
+]
+
+NAME = "weights"
+DESCRIPTION = "Connection weights vs the similarity of the labels they join."
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.layer_in = ""  # The earlier layer, e.g. layer4 (required).
+  c.layer_out = ""  # The next layer, e.g. fc (required).
+  c.weights = ""  # Kernel file (.npy/.npz); default: the run's target model.
+  c.weights_key = ""  # Array name in an .npz.
+  c.transpose_torch = False  # The file's kernel is in PyTorch layout.
+  c.reduce = "mean"  # Spatial reduction of conv kernels.
+  c.top_n = 1000  # Strongest-weight subset size.
+  c.by_abs = False  # Rank the subset by |w|.
+  text_embed.add_options(c, "cached")  # Label embedder.
+  return c
+
+
+def _kernel(results: results_lib.Run, config) -> np.ndarray:
+  if config.weights:
+    w = weights_lib.load_weights(config.weights, config.weights_key or None)
+    if config.transpose_torch:
+      if w.ndim not in (2, 4):
+        raise ValueError(f"transpose_torch: the kernel in {config.weights!r} "
+                         f"has shape {w.shape}; expected 2-D or 4-D")
+      w = np.transpose(w, (1, 0) if w.ndim == 2 else (2, 3, 1, 0))
+    source = config.weights
+  else:
+    cfg = results.config
+    if not cfg.get("target_model"):
+      raise ValueError(f"{results.path}/config.json names no target_model; "
+                       "give the kernel with weights=FILE")
+    _, _, variables = models.load_target(
+        cfg["target_model"], cfg.get("target_weights"),
+        int(cfg.get("target_seed", 0)))
+    w = weights_lib.kernel_of(variables, config.layer_out)
+    source = f"{cfg['target_model']}:{config.layer_out}.kernel"
+  w = np.asarray(w)
+  if not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w)):
+    raise ValueError(f"the kernel from {source} has NaN, inf or non-numeric "
+                     "values")
+  return w
+
+
+def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
+  if not config.layer_in or not config.layer_out:
+    raise ValueError("layer_in and layer_out are required, e.g. "
+                     "layer_in=layer4 layer_out=fc")
+  results.check_layer(config.layer_in)
+  results.check_layer(config.layer_out)
+  options.choice("reduce", config.reduce, weights_lib.REDUCTIONS)
+  top_n = options.integer("top_n", config.top_n, minimum=3)
+  embed = text_embed.from_options(config, results)
+  w = weights_lib.connection_matrix(_kernel(results, config), config.reduce)
+  labels_in = [n.description for n in results.layer_neurons(config.layer_in)]
+  labels_out = [n.description
+                for n in results.layer_neurons(config.layer_out)]
+  if w.shape != (len(labels_in), len(labels_out)):
+    raise ValueError(
+        f"the kernel connects {w.shape[0]} -> {w.shape[1]} neurons but layers "
+        f"{config.layer_in!r} and {config.layer_out!r} have {len(labels_in)} "
+        f"and {len(labels_out)} labelled neurons (is the kernel (in, out)?)")
+  cos = weights_lib.label_similarity_matrix(labels_in, labels_out, embed)
+  summary = {"layer_in": config.layer_in, "layer_out": config.layer_out,
+             **weights_lib.weight_label_correlation(
+                 w, cos, top_n=top_n, by_abs=config.by_abs)}
+  stem = f"weights_{config.layer_in}_{config.layer_out}"
+  return results_lib.AnalysisOutput(
+      analysis=NAME, instance=f"{config.layer_in}_{config.layer_out}",
+      documents={stem: summary},
+      charts={stem: results_lib.Chart(
+          lambda path: weights_lib.plot_weight_correlation(
+              w, cos, summary, path,
+              title=f"{config.layer_in} -> {config.layer_out}"),
+          f"Weights vs label similarity ({config.layer_in} -> "
+          f"{config.layer_out})")},
+      summary=[f"all weights: r={summary['r']:.4f} p={summary['p_value']:.3g} "
+               f"(n={summary['n']}); top {summary['top_n']}: "
+               f"r={summary['r_top']:.4f} p={summary['p_value_top']:.3g}"])

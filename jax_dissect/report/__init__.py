@@ -1,0 +1,10 @@
+"""The HTML report of a results directory (html.py; the page's template,
+CSS and JS are package data files beside it)."""
+
+from jax_dissect.report.html import build_report
+from jax_dissect.report.html import collect_report_data
+from jax_dissect.report.html import render_html
+from jax_dissect.report.html import thumbnail_data_uri
+
+__all__ = ["build_report", "collect_report_data", "render_html",
+           "thumbnail_data_uri"]

@@ -1,0 +1,217 @@
+"""Kernels against per-neuron numpy implementations of docs/design.md's
+formulas."""
+
+import jax
+import numpy as np
+import pytest
+
+from jax_dissect import similarity
+from jax_dissect.similarity import kernels
+from jax_dissect.similarity import runner as compute_lib
+from tests.helpers import numpy_kernels
+
+RTOL, ATOL = 1e-5, 1e-4
+
+
+# ----------------------------------------------------------------------------
+# Equivalence.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_soft_wpmi_matches_reference(chunk_size):
+  a, p = numpy_kernels.random_inputs(150, 11, 37)
+  got = similarity.soft_wpmi(a, p, chunk_size=chunk_size)
+  np.testing.assert_allclose(got, numpy_kernels.ref_soft_wpmi(a, p), rtol=RTOL, atol=ATOL)
+
+
+def test_soft_wpmi_hyperparameters():
+  a, p = numpy_kernels.random_inputs(60, 7, 20, seed=1)
+  kw = dict(top_k=13, lam=0.5, p_start=0.9, p_end=0.5, eps=1e-5)
+  got = similarity.soft_wpmi(a, p, a=4.0, **kw)
+  np.testing.assert_allclose(got, numpy_kernels.ref_soft_wpmi(a, p, alpha=4.0, **kw),
+                             rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_wpmi_matches_reference(chunk_size):
+  a, p = numpy_kernels.random_inputs(120, 9, 25, seed=2)
+  got = similarity.wpmi(a, p, chunk_size=chunk_size)
+  np.testing.assert_allclose(got, numpy_kernels.ref_wpmi(a, p), rtol=RTOL, atol=ATOL)
+  got = similarity.wpmi(a, p, top_k=5, a=3.0, lam=1.0)
+  np.testing.assert_allclose(got, numpy_kernels.ref_wpmi(a, p, 5, 3.0, 1.0), rtol=RTOL,
+                             atol=ATOL)
+
+
+@pytest.mark.parametrize("n", [80, 37, 6])  # Full 16-row blocks or not.
+def test_cos_similarity_matches_reference(n):
+  a, p = numpy_kernels.random_inputs(n, 6, 15, seed=3)
+  np.testing.assert_allclose(similarity.cos_similarity(a, p, chunk_size=4),
+                             numpy_kernels.ref_cos(a, p), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("n", [80, 5])
+def test_cos_similarity_cubed_matches_reference(n):
+  a, p = numpy_kernels.random_inputs(n, 6, 15, seed=4)
+  np.testing.assert_allclose(similarity.cos_similarity_cubed(a, p),
+                             numpy_kernels.ref_cos_cubed(a, p), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+      similarity.cos_similarity_cubed(a, p, min_norm=0.5),
+      numpy_kernels.ref_cos_cubed(a, p, min_norm=0.5), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_rank_reorder_matches_reference(chunk_size):
+  a, p = numpy_kernels.random_inputs(200, 5, 12, seed=5)
+  key = jax.random.key(7)
+  got = similarity.rank_reorder(a, p, key=key, chunk_size=chunk_size)
+  perms = np.asarray(similarity.rank_reorder_permutations(
+      key, np.arange(5), 10))
+  np.testing.assert_allclose(got, numpy_kernels.ref_rank_reorder(a, p, perms), rtol=RTOL,
+                             atol=ATOL)
+  got = similarity.rank_reorder(a, p, key=key, top_fraction=0.1, p=2.0,
+                                scale_p=1.0)
+  perms = np.asarray(similarity.rank_reorder_permutations(
+      key, np.arange(5), 20))
+  np.testing.assert_allclose(
+      got, numpy_kernels.ref_rank_reorder(a, p, perms, 0.1, 2.0, 1.0), rtol=RTOL, atol=ATOL)
+
+
+def test_rank_reorder_permutations_are_permutations_and_seeded():
+  key = jax.random.key(0)
+  perms = np.asarray(similarity.rank_reorder_permutations(
+      key, np.arange(4), 9))
+  assert perms.shape == (4, kernels.NUM_BASELINE_PERMUTATIONS, 9)
+  for row in perms.reshape(-1, 9):
+    assert sorted(row) == list(range(9))
+  again = similarity.rank_reorder_permutations(key, np.arange(4), 9)
+  np.testing.assert_array_equal(perms, again)
+  other = similarity.rank_reorder_permutations(jax.random.key(1),
+                                               np.arange(4), 9)
+  assert not np.array_equal(perms, other)
+
+
+def test_registry_names_and_numpy_or_jax_input():
+  assert similarity.names() == [
+      "soft_wpmi", "wpmi", "cos_similarity", "cos_similarity_cubed",
+      "rank_reorder"]
+  a, p = numpy_kernels.random_inputs(40, 3, 6)
+  out = similarity.compute("wpmi", jax.numpy.asarray(a), p, top_k=5)
+  assert isinstance(out, jax.Array)
+  assert out.shape == (3, 6) and out.dtype == np.float32
+
+
+def test_registry_facts_come_from_the_planners():
+  soft = similarity.get_kernel("soft_wpmi")
+  assert soft.defaults == {"top_k": 100, "a": 10.0, "lam": 1.0,
+                           "p_start": 0.998, "p_end": 0.97, "eps": 1e-7}
+  assert soft.uses_top_k and not soft.uses_key
+  assert similarity.get_kernel("wpmi").defaults["top_k"] == 28
+  rr = similarity.get_kernel("rank_reorder")
+  assert rr.uses_key and not rr.uses_top_k and "key" not in rr.defaults
+  assert not similarity.get_kernel("cos_similarity").defaults
+
+
+def test_compute_fits_top_k_and_key_like_describe_neurons():
+  a, p = numpy_kernels.random_inputs(20, 3, 4)
+  # top_k=100 > N=20 is lowered to 20 (as describe_neurons does) ...
+  np.testing.assert_array_equal(
+      similarity.compute("soft_wpmi", a, p, devices=1),
+      similarity.soft_wpmi(a, p, top_k=20))
+  # ... and the seed makes rank_reorder's key.
+  a, p = numpy_kernels.random_inputs(100, 3, 4)
+  np.testing.assert_array_equal(
+      similarity.compute("rank_reorder", a, p, seed=5, devices=1),
+      similarity.rank_reorder(a, p, key=jax.random.key(5)))
+  hyper = similarity.fit_hyper("wpmi", 10, {"top_k": 50})
+  assert hyper == {"top_k": 10}
+
+
+# ----------------------------------------------------------------------------
+# Bad input and degenerate neurons.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", similarity.names())
+def test_dead_neurons_give_finite_scores(name):
+  a, p = numpy_kernels.random_inputs(100, 4, 9)
+  a[:, 1] = 0.0
+  a[:, 2] = 3.5
+  kw = {"key": jax.random.key(0)} if name == "rank_reorder" else {}
+  if name in ("soft_wpmi", "wpmi"):
+    kw["top_k"] = 10
+  out = np.asarray(similarity.compute(name, a, p, devices=1, **kw))
+  assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("a_shape,p_shape,match", [
+    ((10, 3), (11, 4), "10 images.*11"),
+    ((10,), (10, 4), "activations must be 2-D"),
+    ((10, 3, 2), (10, 4), "activations must be 2-D"),
+    ((10, 3), (10,), "concept_activations must be 2-D"),
+    ((0, 3), (0, 4), "activations is empty"),
+    ((10, 0), (10, 4), "activations is empty"),
+    ((10, 3), (10, 1), "at least 2 concepts"),
+])
+def test_bad_shapes(a_shape, p_shape, match):
+  with pytest.raises(ValueError, match=match):
+    similarity.cos_similarity(np.ones(a_shape), np.ones(p_shape))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", ["activations", "concept_activations"])
+def test_nonfinite_values(bad, which):
+  a, p = numpy_kernels.random_inputs(20, 3, 4)
+  (a if which == "activations" else p)[3, 1] = bad
+  with pytest.raises(ValueError, match=f"{which} contains 1 NaN or inf"):
+    similarity.soft_wpmi(a, p, top_k=5)
+
+
+def test_top_k_larger_than_n():
+  a, p = numpy_kernels.random_inputs(20, 3, 4)
+  with pytest.raises(ValueError, match="top_k=100 .* N=20"):
+    similarity.soft_wpmi(a, p)
+  with pytest.raises(ValueError, match="top_k=21 .* N=20"):
+    similarity.wpmi(a, p, top_k=21)
+
+
+def test_other_bad_arguments():
+  a, p = numpy_kernels.random_inputs(20, 3, 4)
+  with pytest.raises(ValueError, match="needs key"):
+    similarity.rank_reorder(a, p, key=None)
+  with pytest.raises(ValueError, match="need at least 2"):
+    similarity.rank_reorder(a, p, key=jax.random.key(0))
+  with pytest.raises(ValueError, match="chunk_size"):
+    similarity.cos_similarity(a, p, chunk_size=0)
+  with pytest.raises(ValueError, match="numeric"):
+    similarity.cos_similarity(np.array([["a", "b"]]), p)
+  with pytest.raises(ValueError, match="unknown similarity function 'nope'"):
+    similarity.compute("nope", a, p)
+  with pytest.raises(ValueError, match="soft_wpmi has no hyper-parameter"):
+    similarity.soft_wpmi(a, p, top_k=5, temperature=2)
+
+
+# ----------------------------------------------------------------------------
+# Best concepts.
+# ----------------------------------------------------------------------------
+
+
+def test_top_concepts():
+  s = np.array([[0.1, 0.9, 0.5, 0.3], [0.8, 0.2, 0.1, 0.0]], np.float32)
+  vals, idx = similarity.top_concepts(s, 3)
+  np.testing.assert_array_equal(idx, [[1, 2, 3], [0, 1, 2]])
+  np.testing.assert_allclose(vals[:, 0], [0.9, 0.8])
+  assert similarity.top_concepts(s, 10)[1].shape == (2, 4)
+  with pytest.raises(ValueError, match="positive int"):
+    similarity.top_concepts(s, 0)
+
+
+def test_new_rank_reorder_key_does_not_recompile():
+  a, p = numpy_kernels.random_inputs(100, 4, 7, seed=9)
+  first = similarity.rank_reorder(a, p, key=jax.random.key(1))
+  compiled = compute_lib._run_plan._cache_size()  # pylint: disable=protected-access
+  second = similarity.rank_reorder(a, p, key=jax.random.key(2))
+  assert compute_lib._run_plan._cache_size() == compiled  # pylint: disable=protected-access
+  assert not np.allclose(first, second)  # Other baseline permutations.
+  np.testing.assert_array_equal(
+      first, similarity.rank_reorder(a, p, key=jax.random.key(1)))
