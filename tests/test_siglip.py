@@ -10,7 +10,6 @@ tokenizer is a tiny SentencePiece model trained here on the 20k concepts.
 
 import glob
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -27,10 +26,10 @@ from jax_dissect.siglip import config as config_lib
 from jax_dissect.siglip import convert
 from jax_dissect.siglip import load
 from jax_dissect.siglip import model as model_lib
+from tests import siglip_testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
-CONCEPTS = shared_data.path("concepts", "20k.txt")
 PHOTOS = sorted(glob.glob(shared_data.path("imagenet_sample", "*.jpg")))[:4]
 VOCAB = 400
 MAX_LEN = 16
@@ -76,28 +75,11 @@ VARIANTS = {
 }
 
 
-def train_sentencepiece(path):
-  """A unigram SentencePiece model of the 20k concepts (T5/SigLIP ids:
-  <pad> 0, </s> 1, <unk> 2, no <s>)."""
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-  with open(CONCEPTS, encoding="utf-8") as f:
-    lines = [line.strip() for line in f if line.strip()]
-  model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines), model_writer=model, vocab_size=VOCAB,
-      model_type="unigram", character_coverage=1.0, pad_id=0, eos_id=1,
-      unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
-      unk_piece="<unk>", hard_vocab_limit=False, num_threads=1,
-      minloglevel=2)
-  with open(path, "wb") as f:
-    f.write(model.getvalue())
-
-
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
   import transformers  # pylint: disable=g-import-not-at-top
   out = tmp_path_factory.mktemp("siglip_tok")
-  train_sentencepiece(out / "spm.model")
+  siglip_testing.train_sentencepiece(out / "spm.model", VOCAB)
   tok = transformers.SiglipTokenizer(vocab_file=str(out / "spm.model"),
                                      model_max_length=MAX_LEN)
   tok.save_pretrained(out / "saved")
