@@ -268,3 +268,5 @@ def test_config_defaults_follow_transformers():
   assert cfg2.vision.image_size == 256  # 16 x 16 patches of 16.
   assert hash(cfg) != hash(cfg2)
   assert model_lib.compute_dtype_of("bfloat16") == jnp.bfloat16
+  # Every activation the config accepts is implemented.
+  assert set(model_lib._ACTIVATIONS) == set(config_lib.ACTIVATIONS)  # pylint: disable=protected-access
