@@ -1,0 +1,15 @@
+"""SigLIP / SigLIP 2 in Flax: the concept-activation matrix P from SigLIP.
+
+transformers 4.57 has no Flax SigLIP, so the towers are written here:
+
+- config: settings from config.json (model_type "siglip" or "siglip2").
+- model: the linen towers, image_embeds / text_embeds (unnormalised) and
+  cosine (P).
+- convert: PyTorch state dict (numpy) -> Flax parameters.
+- load: a checkpoint from a directory or hub id: weights (safetensors,
+  no torch), tokenizer (AutoTokenizer), preprocessing (ImageTransform).
+- bench: timing the image tower beside CLIP and PyTorch SigLIP.
+
+Submodules are imported by name (`from jax_dissect.siglip import load`);
+importing the package imports none of them.
+"""
