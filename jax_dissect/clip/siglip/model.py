@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_dissect.siglip import config as config_lib
+from jax_dissect.clip.siglip import config as config_lib
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 

@@ -4,7 +4,7 @@ Run by tests/test_siglip.py in a subprocess with USE_TORCH=1 (the library
 imports transformers with USE_TORCH=0, so its PyTorch classes cannot be
 used in the test process itself):
 
-  USE_TORCH=1 python tests/siglip_torch_reference.py WORK_DIR
+  USE_TORCH=1 python torch_reference/siglip.py WORK_DIR
 
 WORK_DIR/specs.json is a list of models, each {"name", "model_type"
 ("siglip" or "siglip2"), "config" (text_config and vision_config kwargs),

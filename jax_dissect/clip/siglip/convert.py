@@ -2,7 +2,7 @@
 
 `convert_state_dict` is pure: a name -> numpy array mapping (a
 model.safetensors read with safetensors.numpy, no torch) in, the tree of
-jax_dissect.siglip.model out. Linear weights (out, in) become Dense kernels
+jax_dissect.clip.siglip.model out. Linear weights (out, in) become Dense kernels
 (in, out); the patch convolution (D, C, p, p) becomes an HWIO kernel
 (p, p, C, D), and Siglip2's linear patch embedding (D, p*p*C) over
 (row, column, channel)-flattened patches is reshaped to the same kernel;
@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping
 import flax.traverse_util
 import numpy as np
 
-from jax_dissect.siglip import config as config_lib
-from jax_dissect.siglip import model as model_lib
+from jax_dissect.clip.siglip import config as config_lib
+from jax_dissect.clip.siglip import model as model_lib
 
 
 class SiglipWeightsError(ValueError):

@@ -11,7 +11,7 @@ Two model types are supported:
   config's own square grid (sqrt(num_patches) patches a side) the resize is
   the identity and the linear layer is a strided convolution, so the model
   here runs it at that one resolution; the converter reshapes the linear
-  weights (see jax_dissect.siglip.convert).
+  weights (see jax_dissect.clip.siglip.convert).
 
 Every other model_type is refused with one line naming these two. The
 settings are frozen (hashable) dataclasses, so a jitted function can take

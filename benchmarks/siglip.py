@@ -2,7 +2,7 @@
 
 `run` times, on one batch of random pixels:
 
-- "siglip_flax": jax_dissect.siglip's image tower (SigLIP B/16 at 224 by
+- "siglip_flax": jax_dissect.clip.siglip's image tower (SigLIP B/16 at 224 by
   default: width 768, 12 layers, 12 heads, patch 16), with the weights of
   the PyTorch model below when torch is there (so their outputs are
   compared: "max_abs_diff"), else Flax-initialised;
@@ -16,7 +16,7 @@ Each is compiled / warmed up once, then timed `repeats` times; the result
 is the median seconds per batch and images per second. Run it where the
 cores or the accelerator are not shared; a tiny size checks that it works:
 
-  python -m jax_dissect.siglip.bench --batch_size=2 --repeats=1 --tiny
+  python -m benchmarks.siglip --batch_size=2 --repeats=1 --tiny
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ import time
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jax_dissect.siglip import config as config_lib
-from jax_dissect.siglip import convert
-from jax_dissect.siglip import load
-from jax_dissect.siglip import model as model_lib
+from jax_dissect.clip.siglip import config as config_lib
+from jax_dissect.clip.siglip import convert
+from jax_dissect.clip.siglip import load
+from jax_dissect.clip.siglip import model as model_lib
 
 # A tiny tower for checking that the benchmark runs.
 TINY = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
@@ -75,7 +74,7 @@ def _torch_side(work_dir: str, overrides: Mapping[str, Any], seed: int,
     json.dump(settings, f)
   env = {**os.environ, "USE_TORCH": "1"}
   out = subprocess.run(
-      [sys.executable, "-m", "jax_dissect.siglip.bench", "--torch_worker",
+      [sys.executable, "-m", "benchmarks.siglip", "--torch_worker",
        work_dir], env=env, capture_output=True, text=True, check=False)
   if out.returncode != 0:
     raise RuntimeError("the PyTorch SigLIP worker failed: " +
@@ -173,7 +172,7 @@ def run(batch_size: int = 32, repeats: int = 5,
     result["max_abs_diff"] = float(np.abs(np.asarray(siglip()) -
                                           torch_out).max())
 
-  from jax_dissect import hf_loading  # pylint: disable=g-import-not-at-top
+  from jax_dissect.runtime import hub as hf_loading  # pylint: disable=g-import-not-at-top
   tf = hf_loading.transformers_lib()
   clip_config = tf.CLIPVisionConfig(**overrides)
   clip = tf.FlaxCLIPVisionModel(clip_config, dtype=dtype, _do_init=False)

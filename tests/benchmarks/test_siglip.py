@@ -1,6 +1,6 @@
-"""jax_dissect.siglip.bench runs at a tiny size (no timing is checked)."""
+"""benchmarks.siglip runs at a tiny size (no timing is checked)."""
 
-from jax_dissect.siglip import bench
+from benchmarks import siglip as bench
 
 
 def test_bench_runs_tiny_without_torch():

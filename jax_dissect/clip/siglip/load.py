@@ -3,7 +3,7 @@
 A checkpoint is a hub id or a local directory (as save_pretrained writes
 it) holding:
 
-- config.json: model_type "siglip" or "siglip2" (jax_dissect.siglip.config);
+- config.json: model_type "siglip" or "siglip2" (jax_dissect.clip.siglip.config);
 - model.safetensors (or model.safetensors.index.json and its shards), read
   with safetensors' numpy API, so torch is not needed;
 - the tokenizer, loaded with transformers' AutoTokenizer: SigLIP's
@@ -38,11 +38,11 @@ import huggingface_hub
 import numpy as np
 import safetensors.numpy
 
-from jax_dissect import hf_loading
-from jax_dissect import preprocess
-from jax_dissect.siglip import config as config_lib
-from jax_dissect.siglip import convert
-from jax_dissect.siglip import model as model_lib
+from jax_dissect.clip.siglip import config as config_lib
+from jax_dissect.clip.siglip import convert
+from jax_dissect.clip.siglip import model as model_lib
+from jax_dissect.data import preprocess
+from jax_dissect.runtime import hub as hf_loading
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -284,7 +284,7 @@ class Siglip:
   Attributes:
     name: hub id or directory it came from.
     config: the settings.
-    params: float32 numpy parameter tree (see jax_dissect.siglip.model).
+    params: float32 numpy parameter tree (see jax_dissect.clip.siglip.model).
     tokenizer: the transformers tokenizer.
     transform: PIL image / uint8 array -> (S, S, 3) float32.
     lowercase: whether texts are lowercased before the tokenizer.

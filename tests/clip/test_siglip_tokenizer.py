@@ -1,4 +1,4 @@
-"""Tokenization of jax_dissect.siglip.load against transformers' processor.
+"""Tokenization of jax_dissect.clip.siglip.load against transformers' processor.
 
 A tiny SentencePiece model is trained here on the 20k concepts (offline),
 wrapped as a SiglipTokenizer and saved; the loader's path (AutoTokenizer
@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 
-from jax_dissect.siglip import load
-from tests import siglip_testing
+from jax_dissect.clip.siglip import load
+from tests.helpers import siglip as siglip_testing
 
 MAX_LEN = 16
 

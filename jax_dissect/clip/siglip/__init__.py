@@ -8,8 +8,8 @@ transformers 4.57 has no Flax SigLIP, so the towers are written here:
 - convert: PyTorch state dict (numpy) -> Flax parameters.
 - load: a checkpoint from a directory or hub id: weights (safetensors,
   no torch), tokenizer (AutoTokenizer), preprocessing (ImageTransform).
-- bench: timing the image tower beside CLIP and PyTorch SigLIP.
+(benchmarks/siglip.py times the image tower beside CLIP and PyTorch SigLIP.)
 
-Submodules are imported by name (`from jax_dissect.siglip import load`);
+Submodules are imported by name (`from jax_dissect.clip.siglip import load`);
 importing the package imports none of them.
 """

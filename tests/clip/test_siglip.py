@@ -1,8 +1,8 @@
-"""Tests of jax_dissect.siglip against transformers' PyTorch SigLIP.
+"""Tests of jax_dissect.clip.siglip against transformers' PyTorch SigLIP.
 
 Tiny random models (width 32, 2 layers) saved by transformers'
-SiglipModel / Siglip2Model in a subprocess (tests/siglip_torch_reference.py,
-USE_TORCH=1), loaded here by jax_dissect.siglip.load and compared: image
+SiglipModel / Siglip2Model in a subprocess (torch_reference/siglip.py,
+USE_TORCH=1), loaded here by jax_dissect.clip.siglip.load and compared: image
 and text embeddings and P = cos within 1e-4 (float32), the processor's
 pixels and token ids, and the one-line errors. Nothing is downloaded; the
 tokenizer is a tiny SentencePiece model trained here on the 20k concepts.
@@ -22,13 +22,14 @@ from PIL import Image
 import pytest
 
 from configs import shared_data
-from jax_dissect.siglip import config as config_lib
-from jax_dissect.siglip import convert
-from jax_dissect.siglip import load
-from jax_dissect.siglip import model as model_lib
-from tests import siglip_testing
+from jax_dissect.clip.siglip import config as config_lib
+from jax_dissect.clip.siglip import convert
+from jax_dissect.clip.siglip import load
+from jax_dissect.clip.siglip import model as model_lib
+from tests import helpers
+from tests.helpers import siglip as siglip_testing
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = helpers.REPO
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 PHOTOS = sorted(glob.glob(shared_data.path("imagenet_sample", "*.jpg")))[:4]
 VOCAB = 400
@@ -100,7 +101,7 @@ def reference(tmp_path_factory, tokenizer_dir):
     json.dump(specs, f)
   env = {**os.environ, "USE_TORCH": "1"}
   out = subprocess.run(
-      [sys.executable, os.path.join(REPO, "tests", "siglip_torch_reference.py"),
+      [sys.executable, os.path.join(REPO, "torch_reference", "siglip.py"),
        str(work)], cwd=REPO, env=env, capture_output=True, text=True,
       timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -241,7 +242,8 @@ def test_other_one_line_errors(reference, tmp_path):
 
 def test_sharded_weights_load(reference, tmp_path):
   """model.safetensors.index.json and its shards give the same params."""
-  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   out = _copy(reference, "siglip", tmp_path)
   state = load_file(str(out / "model.safetensors"))
   os.remove(out / "model.safetensors")
