@@ -35,6 +35,7 @@ same seed and options give the same model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any
@@ -51,11 +52,14 @@ from jax_dissect.features import streams
 
 # Rows of training when `epochs` is not given, for sources of known size.
 DEFAULT_TRAINING_ROWS = 2**20
-# A latent is dead after firing on none of this many rows (at most), or of
-# one pass over a smaller source.
-DEFAULT_DEAD_AFTER = 10_000_000
-# dead_after for sources of unknown size.
-DEFAULT_DEAD_AFTER_STREAM = 1_000_000
+# By default a latent is dead after firing on none of the rows of this many
+# steps (Gao et al.: 10M tokens, ~76 steps of their 131k-token batches). A
+# much shorter window hurts: latents that fire rarely but usefully are then
+# counted dead and AuxK pushes them off (in the planted tests, a window of
+# 2 steps doubled the dead fraction).
+DEAD_AFTER_STEPS = 64
+# The counters are int32.
+MAX_DEAD_AFTER = 2**30
 ADAM = {"b1": 0.9, "b2": 0.999, "eps": 6.25e-10}
 CLIP_NORM = 1.0
 
@@ -74,9 +78,8 @@ class Options:
     max_steps: stop after this many steps (default: no limit).
     k_aux: latents of the AuxK loss; default min(F, max(1, C // 2)).
     aux_coef: weight of the AuxK loss.
-    dead_after: rows without firing after which a latent is dead; default
-      min(DEFAULT_DEAD_AFTER, rows of one pass), or
-      DEFAULT_DEAD_AFTER_STREAM for an iterable.
+    dead_after: rows without firing after which a latent is dead (and
+      trained by AuxK); default DEAD_AFTER_STEPS * batch_size.
     devices: "auto" (all local devices), a count, or a list of devices.
     memory_bytes: bound of the shuffle window (two float32 copies).
     log_every: log the losses every this many steps (0: never).
@@ -122,6 +125,9 @@ def check_options(num_features: Any, options: dict[str, Any]) -> Options:
                "memory_bytes"):
     _positive_int(name, getattr(opts, name))
   _positive_int("batch_size", opts.batch_size, allow_none=False)
+  if opts.dead_after is not None and opts.dead_after > MAX_DEAD_AFTER:
+    raise ValueError(f"dead_after={opts.dead_after}; must be at most "
+                     f"{MAX_DEAD_AFTER} rows")
   if opts.k is not None and opts.k > num_features:
     raise ValueError(f"k={opts.k} is larger than num_features="
                      f"{num_features}; k must be between 1 and num_features")
@@ -160,8 +166,8 @@ def resolve(opts: Options, num_features: int, source: streams.RowSource
                      "again: an array, a .npy path, or a callable returning "
                      "a fresh iterable of blocks (not a one-pass iterator)")
   if opts.dead_after is None:
-    out["dead_after"] = (DEFAULT_DEAD_AFTER_STREAM if source.num_rows is None
-                         else min(DEFAULT_DEAD_AFTER, source.num_rows))
+    out["dead_after"] = min(MAX_DEAD_AFTER,
+                            DEAD_AFTER_STEPS * opts.batch_size)
   out["devices"] = None
   return out
 
@@ -180,17 +186,21 @@ def _loss(params, x, valid, dead, *, k, k_aux, aux_coef):
   row_sq = jnp.sum(err * err, axis=1)
   rec = jnp.sum(valid * row_sq) / (n * x.shape[1])
   # AuxK: the dead latents' reconstruction of the (fixed) residual.
+  # Only the dead latents' encoder and decoder weights learn from it: the
+  # residual and its norm are constants, and b_pre is held fixed.
   # Skipped (lax.cond) while no latent is dead, the usual case.
   e = jax.lax.stop_gradient(err)
+  e_norm = jax.lax.stop_gradient(jnp.sum(valid * row_sq))
 
-  def aux_loss(pre, w_dec):
-    e_hat = model.topk_relu(pre, k_aux, mask=dead) @ w_dec
+  def aux_loss(p):
+    pre_aux = model.pre_activations(
+        {**p, "b_pre": jax.lax.stop_gradient(p["b_pre"])}, x)
+    e_hat = model.topk_relu(pre_aux, k_aux, mask=dead) @ p["w_dec"]
     aux_num = jnp.sum(valid * jnp.sum((e - e_hat) ** 2, axis=1))
-    return aux_num / jnp.maximum(jnp.sum(valid * row_sq), 1e-30)
+    return aux_num / jnp.maximum(e_norm, 1e-30)
 
   aux = jax.lax.cond(jnp.any(dead), aux_loss,
-                     lambda pre, w_dec: jnp.zeros((), pre.dtype),
-                     pre, params["w_dec"])
+                     lambda p: jnp.zeros((), x.dtype), params)
   return rec + aux_coef * aux, (codes, rec, aux)
 
 
@@ -227,6 +237,19 @@ def make_step(optimizer: optax.GradientTransformation, *, k: int, k_aux: int,
   return step
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_step(lr: float, k: int, k_aux: int, aux_coef: float,
+                 dead_after: int, devices: tuple[jax.Device, ...]):
+  """The jitted step for these options and devices (kept, so that another
+  train_sae call with the same ones does not compile it again)."""
+  dp = data_parallel.DataParallel(list(devices))
+  return jax.jit(
+      make_step(make_optimizer(lr), k=k, k_aux=k_aux, aux_coef=aux_coef,
+                dead_after=dead_after),
+      in_shardings=(dp.replicated, dp.batch, dp.batch),
+      out_shardings=(dp.replicated, dp.replicated))
+
+
 def make_optimizer(lr: float) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(CLIP_NORM),
                      optax.adam(lr, **ADAM))
@@ -247,6 +270,7 @@ def normalization(rows: np.ndarray) -> tuple[np.ndarray, float]:
   return mean.astype(np.float32), scale
 
 
+@functools.lru_cache(maxsize=16)
 def _make_fit_block(k: int):
   @jax.jit
   def fit_block(params, mean, scale, x, valid):
@@ -393,11 +417,8 @@ def train_sae(activations: Any, num_features: int, *, seed: int = 0,
   optimizer = make_optimizer(cfg["lr"])
   state = (params, optimizer.init(params), jnp.zeros((f,), jnp.int32))
   state = dp.replicate(state)
-  step = jax.jit(
-      make_step(optimizer, k=k, k_aux=cfg["k_aux"],
-                aux_coef=cfg["aux_coef"], dead_after=cfg["dead_after"]),
-      in_shardings=(dp.replicated, dp.batch, dp.batch),
-      out_shardings=(dp.replicated, dp.replicated))
+  step = _jitted_step(cfg["lr"], k, cfg["k_aux"], float(cfg["aux_coef"]),
+                      cfg["dead_after"], tuple(dp.devices))
 
   def all_windows():
     yield first
