@@ -10,13 +10,15 @@ the blocks of an epoch (an array's blocks in a seeded random order) are
 gathered into windows, each window's rows are permuted, and the batches are
 cut from it. A source smaller than one window is shuffled as a whole.
 Memory: about two windows (the window and its permuted copy) and a block.
+(Training also keeps the latest window, for the fit figures of a one-pass
+stream; it is one of the two.)
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -152,12 +154,19 @@ def batches(wins: Iterable[np.ndarray], batch_size: int,
   for window in wins:
     if rng is not None:
       window = window[rng.permutation(window.shape[0])]
-    if carry is not None:
-      window = np.concatenate([carry, window])
-    full = window.shape[0] // batch_size * batch_size
-    for lo in range(0, full, batch_size):
+    start = 0
+    if carry is not None:  # The carry and the window's first rows.
+      start = min(batch_size - carry.shape[0], window.shape[0])
+      carry = np.concatenate([carry, window[:start]])
+      if carry.shape[0] < batch_size:
+        continue
+      yield carry
+      carry = None
+    full = start + (window.shape[0] - start) // batch_size * batch_size
+    for lo in range(start, full, batch_size):
       yield window[lo:lo + batch_size]
-    carry = window[full:] if full < window.shape[0] else None
+    if full < window.shape[0]:
+      carry = window[full:].copy()  # Frees the window.
   if carry is not None:
     yield carry
 
@@ -172,6 +181,3 @@ def as_source(activations: Any) -> RowSource:
   if isinstance(activations, RowSource):
     return activations
   return RowSource(activations)
-
-
-Factory = Callable[[], Iterable[Any]]

@@ -135,8 +135,9 @@ def check_options(num_features: Any, options: dict[str, Any]) -> Options:
     raise ValueError(f"k_aux={opts.k_aux} is larger than num_features="
                      f"{num_features}; k_aux must be between 1 and "
                      "num_features")
-  if opts.lr is not None and not (isinstance(opts.lr, (int, float)) and
-                                  0 < opts.lr < math.inf):
+  if opts.lr is not None and not (
+      isinstance(opts.lr, (int, float)) and not isinstance(opts.lr, bool)
+      and 0 < opts.lr < math.inf):
     raise ValueError(f"lr={opts.lr!r}; must be a positive number")
   if not (isinstance(opts.aux_coef, (int, float)) and
           0 <= opts.aux_coef < math.inf):
@@ -150,7 +151,7 @@ def resolve(opts: Options, num_features: int, source: streams.RowSource
             ) -> dict[str, Any]:
   """The options with every None replaced by its value for this data."""
   c, f = source.width, num_features
-  out = dataclasses.asdict(opts)
+  out = {name: getattr(opts, name) for name in OPTION_NAMES}
   if opts.k is None:
     out["k"] = min(32, max(1, c // 8), f)
   if opts.lr is None:
@@ -302,12 +303,12 @@ class FitAccumulator:
 
   def add(self, rows: np.ndarray) -> None:
     """Adds (r, C) rows."""
-    x64 = np.asarray(rows, np.float64)
-    self.sum_x += x64.sum(axis=0)
-    self.sum_x2 += (x64 * x64).sum(axis=0)
     for lo in range(0, rows.shape[0], self._block):
       part = np.asarray(rows[lo:lo + self._block], np.float32)
       size = part.shape[0]
+      x64 = part.astype(np.float64)
+      self.sum_x += x64.sum(axis=0)
+      self.sum_x2 += (x64 * x64).sum(axis=0)
       valid = np.zeros(self._block, np.float32)
       valid[:size] = 1.0
       if size < self._block:
@@ -395,8 +396,6 @@ def train_sae(activations: Any, num_features: int, *, seed: int = 0,
   cfg = resolve(opts, num_features, source)
   width, f = source.width, num_features
   k, batch = cfg["k"], cfg["batch_size"]
-  if k > f:
-    raise ValueError(f"k={k} is larger than num_features={f}")
   ndev = dp.num_devices
   call_rows = math.ceil(batch / ndev) * ndev
   wrows = streams.window_rows_for(cfg["memory_bytes"], width, batch)

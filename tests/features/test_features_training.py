@@ -108,12 +108,46 @@ def test_npy_file_streamed_in_small_windows(small, tmp_path):
 def test_windows_and_batches_see_every_row_once_per_pass():
   x = np.arange(1000 * 2, dtype=np.float32).reshape(1000, 2)
   source = streams.as_source(x)
-  rng = np.random.default_rng(0)
-  wins = list(streams.windows(source.blocks(rng, 64), 300))
-  assert max(len(w) for w in wins) == 300
-  got = np.concatenate(list(streams.batches(iter(wins), 128, rng)))
-  assert sorted(got[:, 0].tolist()) == x[:, 0].tolist()
-  assert not np.array_equal(got, x)  # Shuffled.
+  for window, batch in ((300, 128), (50, 128), (1000, 100), (7, 3)):
+    rng = np.random.default_rng(0)
+    wins = list(streams.windows(source.blocks(rng, 64), window))
+    assert max(len(w) for w in wins) == window
+    parts = list(streams.batches(iter(wins), batch, rng))
+    assert all(len(b) == batch for b in parts[:-1])
+    got = np.concatenate(parts)
+    assert sorted(got[:, 0].tolist()) == x[:, 0].tolist()
+    assert not np.array_equal(got, x)  # Shuffled.
+
+
+def test_stream_is_read_lazily_in_bounded_windows(small, monkeypatch):
+  """A one-pass stream of 16 blocks of 128 rows with a 256-row window:
+  when the first step runs, only the first window's rows have been read
+  (memory stays bounded however long the stream)."""
+  read = []
+
+  def blocks():
+    for lo in range(0, 2048, 128):
+      read.append(lo)
+      yield small.acts[lo:lo + 128]
+
+  real = training._jitted_step  # pylint: disable=protected-access
+  at_first_step = []
+
+  def spy(*args):
+    step = real(*args)
+
+    def counted(*a):
+      if not at_first_step:
+        at_first_step.append(len(read))
+      return step(*a)
+    return counted
+  monkeypatch.setattr(training, "_jitted_step", spy)
+  budget = 2 * 4 * 32 * 256
+  sae = features.train_sae(blocks(), 128, batch_size=64, devices=1,
+                           memory_bytes=budget)
+  assert at_first_step == [2], at_first_step  # 2 blocks = one window.
+  assert len(read) == 16 and sae.config["rows_seen"] == 2048
+  assert sae.fit["rows"] == 256  # The last window.
 
 
 def test_one_pass_iterable_and_callable_sources(small):
