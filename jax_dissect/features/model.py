@@ -94,7 +94,8 @@ def kth_largest(x: jax.Array, k: int) -> jax.Array:
   """(B, 1) the k-th largest value of each row of x (B, F) float32.
 
   Equal to jax.lax.top_k(x, k)[0][:, -1:], which XLA:CPU computes by a
-  sort (~80x slower here for k=4 of 128).
+  sort: tens of ms for (4096, 128) and k=4, where k max passes take under
+  one.
   """
   x = jax.lax.stop_gradient(x)
   if k <= _MAX_ITERATIVE_K:
