@@ -147,10 +147,11 @@ def label_features(sae: model.SparseAutoencoder, activations: Any,
   """
   _check_kernel(kernel)
   x = model.as_array(activations)
-  _concept_matrix(concept_activations, x.shape[0] if x.ndim else 0)
+  p = _concept_matrix(concept_activations, x.shape[0] if x.ndim else 0)
+  _check_concepts(concepts, p.shape[1])
   codes = sae.encode(x, pool=pool)
-  return label_units(codes, concept_activations, kernel=kernel,
-                     concepts=concepts, seed=seed, devices=devices, **hyper)
+  return label_units(codes, p, kernel=kernel, concepts=concepts, seed=seed,
+                     devices=devices, **hyper)
 
 
 def load_directions(directions: Any) -> np.ndarray:
