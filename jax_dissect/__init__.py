@@ -23,6 +23,8 @@ See jax_dissect.models.capture for linen/nnx modules and apply functions.
 Modules of versions before 0.2 moved (docs/changelog.md): importing one
 raises an ImportError naming its new place, except `jax_dissect.results`,
 an alias of `jax_dissect.store.results` kept for one release.
+`jax_dissect.features` (sparse autoencoders, user directions) is the
+public path of the features analysis's library.
 """
 
 import importlib
@@ -69,8 +71,12 @@ MOVED = {
     "text_embed": "jax_dissect.clip.text_embed",
     "weights": "jax_dissect.analyses.weights",
 }
-# Old names kept as aliases of their new module for one release.
-ALIASES = {"results": "jax_dissect.store.results"}
+# Public names that are another module: `jax_dissect.features` (sparse
+# autoencoders and user directions, a stable path; they live with the
+# features analysis), and `jax_dissect.results`, 0.1's name of
+# jax_dissect.store.results, kept for one release.
+ALIASES = {"features": "jax_dissect.analyses._features",
+           "results": "jax_dissect.store.results"}
 
 
 class _Alias(importlib.abc.Loader):
