@@ -100,8 +100,8 @@ def _neuron_columns(entries: Sequence[results_lib.OutputEntry]
   columns: list[dict[str, Any]] = []
   values: dict[tuple[str, int], dict[str, Any]] = {}
   for e in entries:
-    if e.kind != "table" or not e.per_neuron:
-      continue
+    if e.kind != "table" or not e.per_neuron or e.basis:
+      continue  # Units of another basis are not the run's neurons.
     rows = results_lib.read_table(e.path)
     if not rows or "layer" not in rows[0] or "unit" not in rows[0]:
       logging.warning("report: %s is not a per-neuron table; skipped", e.path)
@@ -180,7 +180,7 @@ def collect_report_data(results: results_lib.Run, *,
     if e.kind == "chart":
       charts.append({"title": e.caption or e.file,
                      "src": _png_data_uri(e.path)})
-    elif e.kind == "table" and e.show and not e.per_neuron:
+    elif e.kind == "table" and e.show and (not e.per_neuron or e.basis):
       rows = results_lib.read_table(e.path)
       if rows:
         tables.append({"title": e.caption or e.file, "columns": list(rows[0]),

@@ -400,6 +400,11 @@ class Table:
       (per_neuron tables only; default all but layer and unit).
     json: also write the rows as `<name>.json`.
     show: the report shows this table (non-per-neuron tables).
+    basis: for per-unit tables whose units are not the run's neurons
+      (e.g. "sae:layer4", the features of a sparse autoencoder), the name
+      of that basis: rows carry `layer` and `unit` (the unit's index in the
+      basis) and the report shows them as a basis of their own, not
+      beside the neurons; "" for the run's neurons.
   """
   rows: list[dict[str, Any]]
   caption: str = ""
@@ -407,6 +412,7 @@ class Table:
   neuron_columns: tuple[str, ...] = ()
   json: bool = False
   show: bool = True
+  basis: str = ""
 
 
 @dataclasses.dataclass
@@ -458,9 +464,10 @@ def write_analysis(output: AnalysisOutput, out_dir: str) -> dict[str, str]:
 
   for stem, table in output.tables.items():
     name = f"{stem}.csv"
+    extra = {"basis": table.basis} if table.basis else {}
     add(name, files.write_csv(os.path.join(out_dir, name), table.rows),
         "table", caption=table.caption, per_neuron=table.per_neuron,
-        neuron_columns=list(table.neuron_columns), show=table.show)
+        neuron_columns=list(table.neuron_columns), show=table.show, **extra)
     if table.json:
       name = f"{stem}.json"
       add(name, files.write_json(os.path.join(out_dir, name), table.rows,
@@ -494,6 +501,8 @@ class OutputEntry:
     per_neuron: a per-neuron table (rows keyed by layer and unit).
     neuron_columns: columns to show beside each neuron's label.
     show: the report shows it.
+    basis: the units of a per-unit table that are not the run's neurons
+      (Table.basis), or "".
   """
   analysis: str
   file: str
@@ -503,6 +512,7 @@ class OutputEntry:
   per_neuron: bool = False
   neuron_columns: tuple[str, ...] = ()
   show: bool = True
+  basis: str = ""
 
 
 def analysis_outputs(analysis_dir: str) -> list[OutputEntry]:
@@ -534,7 +544,7 @@ def analysis_outputs(analysis_dir: str) -> list[OutputEntry]:
             kind=e["kind"], caption=e.get("caption", ""),
             per_neuron=bool(e.get("per_neuron")),
             neuron_columns=tuple(e.get("neuron_columns") or ()),
-            show=bool(e.get("show", True))))
+            show=bool(e.get("show", True)), basis=str(e.get("basis", ""))))
   return out
 
 

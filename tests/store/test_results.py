@@ -111,3 +111,16 @@ def test_write_analysis_and_manifests(tmp_path):
   with pytest.raises(ValueError, match="demo.outputs.json is damaged"):
     results_lib.analysis_outputs(str(tmp_path))
   assert results_lib.analysis_outputs(str(tmp_path / "none")) == []
+
+
+def test_a_table_of_another_basis_keeps_its_basis(tmp_path):
+  """A per-unit table of units that are not the run's neurons (SAE
+  features) says so in its manifest, and only such tables do."""
+  out = results_lib.AnalysisOutput("x", tables={
+      "feats": results_lib.Table([{"layer": "l", "unit": 0, "v": 1}],
+                             per_neuron=True, basis="sae:l"),
+      "neurons": results_lib.Table([{"layer": "l", "unit": 0, "v": 2}],
+                               per_neuron=True)})
+  results_lib.write_analysis(out, str(tmp_path))
+  got = {e.file: e.basis for e in results_lib.analysis_outputs(str(tmp_path))}
+  assert got == {"feats.csv": "sae:l", "neurons.csv": ""}
