@@ -67,7 +67,48 @@ def as_matrix(x: Any, name: str, dims: str) -> jax.Array:
         f"{name} must be 2-D ({dims}); got {x.ndim}-D shape {tuple(x.shape)}")
   if 0 in x.shape:
     raise ValueError(f"{name} is empty: shape {tuple(x.shape)} ({dims})")
-  return jnp.asarray(x, jnp.float32)
+  if isinstance(x, jax.Array):
+    return jnp.asarray(x, jnp.float32)
+  return host_to_device(x)
+
+
+# XLA:CPU uses a host buffer in place, without a copy, when its data are
+# aligned to this many bytes (jax.device_put; jnp.asarray always copies).
+_HOST_ALIGN = 64
+
+
+def _aligned_float32(x: np.ndarray) -> np.ndarray:
+  """A float32 copy of x in a buffer aligned to _HOST_ALIGN bytes."""
+  size = int(np.prod(x.shape)) * 4
+  raw = np.empty(size + _HOST_ALIGN, np.uint8)
+  start = (-raw.ctypes.data) % _HOST_ALIGN
+  out = raw[start:start + size].view(np.float32).reshape(x.shape)
+  np.copyto(out, x, casting="unsafe")
+  return out
+
+
+def host_to_device(x: np.ndarray) -> jax.Array:
+  """x as a float32 jax array on the default device, with at most one copy.
+
+  On the CPU a C-contiguous float32 array aligned to 64 bytes (a
+  memory-mapped .npy, as the cache returns) is used in place: no copy, no
+  extra memory; any other array is copied once (converted to float32) into
+  an aligned buffer that is then used in place. On accelerators the array
+  is transferred. Callers must not write to x while results computed from
+  the returned array are pending (`similarity.compute` waits for them).
+
+  Args:
+    x: a numeric numpy array.
+
+  Returns:
+    A float32 jax array with x's shape and values.
+  """
+  if jax.default_backend() != "cpu":
+    return jnp.asarray(x, jnp.float32)
+  if not (x.dtype == np.float32 and x.flags.c_contiguous and
+          x.ctypes.data % _HOST_ALIGN == 0):
+    x = _aligned_float32(x)
+  return jax.device_put(x)
 
 
 @jax.jit

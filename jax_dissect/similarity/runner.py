@@ -160,11 +160,13 @@ def compute(name: str, activations: Any, concept_activations: Any, *,
     else:
       scores = jax.device_put(sharding.run_plan(
           plan, a, p, key, devices=devs, method=method), devs[0])
-    if plan.lam is None:
-      return scores
-    # The prior over all neurons, the same program on one device for every
-    # device count: S is then the same bits on 1 or n devices.
-    return kernels.apply_prior(scores, plan.lam)
+    if plan.lam is not None:
+      # The prior over all neurons, the same program on one device for
+      # every device count: S is then the same bits on 1 or n devices.
+      scores = kernels.apply_prior(scores, plan.lam)
+  # numpy inputs may be used in place (kernels.host_to_device): the work
+  # reading them ends before the caller gets control back.
+  return scores.block_until_ready()
 
 
 # ----------------------------------------------------------------------------

@@ -215,3 +215,27 @@ def test_new_rank_reorder_key_does_not_recompile():
   assert not np.allclose(first, second)  # Other baseline permutations.
   np.testing.assert_array_equal(
       first, similarity.rank_reorder(a, p, key=jax.random.key(1)))
+
+
+def test_numpy_inputs_are_used_in_place_when_aligned(tmp_path):
+  """A memory-mapped float32 .npy (what the cache hands the kernels) is not
+  copied on the CPU; other numpy arrays are copied once, to float32; the
+  scores are the same either way."""
+  a, p = numpy_kernels.random_inputs(50, 6, 9)
+  np.save(tmp_path / "p.npy", p)
+  mapped = np.load(tmp_path / "p.npy", mmap_mode="r")
+  assert mapped.ctypes.data % 64 == 0
+  shared = kernels.host_to_device(mapped)
+  if jax.default_backend() == "cpu":
+    assert shared.unsafe_buffer_pointer() == mapped.ctypes.data
+  unaligned = np.empty(p.size + 1, np.float32)[1:].reshape(p.shape)
+  unaligned[...] = p
+  copied = kernels.host_to_device(unaligned)
+  assert copied.unsafe_buffer_pointer() != unaligned.ctypes.data
+  wide = kernels.host_to_device(p.astype(np.float64)[:, ::1])
+  assert wide.dtype == np.float32
+  for x in (shared, copied, wide):
+    np.testing.assert_array_equal(np.asarray(x), p)
+  want = similarity.compute("soft_wpmi", a, p, devices=1, top_k=10)
+  got = similarity.compute("soft_wpmi", a, mapped, devices=1, top_k=10)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
