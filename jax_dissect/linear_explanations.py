@@ -27,16 +27,17 @@ search runs for a whole layer at once, chunked over neurons:
    width * max_length are kept (the greedy search never looks further).
 3. Greedy forward selection (`greedy_search`), vmapped over neurons and
    candidates. A neuron starts with no concepts and held-out correlation 0.
-   Each step tries the next `width` best-ranked concepts that are neither
-   chosen nor blocked; for each, a linear model on (chosen + candidate)
+   Each step scores every candidate not chosen yet by how much it reduces
+   the fit-half least-squares residual given the chosen ones (from the
+   candidates' Gram matrix, re-scored every step, so that a concept useless
+   alone can join once the concept it complements is in) and tries the
+   `width` best; for each, a linear model on (chosen + candidate)
    standardized presences is fitted on F by optax Adam (`adam_steps`=100
    steps, learning rate 0.3, from w = 0 and bias = 0) on the mean squared
    error, and scored by the Pearson correlation of its prediction with the
    activation on H. gain = correlation - the current correlation. The best
-   candidate is added if its gain >= `tolerance`; every tried candidate with
-   gain < tolerance is blocked for that neuron (never tried again). A neuron
-   stops at `max_length` concepts, when the best gain < tolerance, or when
-   no candidate is left.
+   candidate is added if its gain >= `tolerance`. A neuron stops at
+   `max_length` concepts or when the best gain < tolerance.
 
 The Adam fits run on sufficient statistics (each neuron's Gram matrix of
 its R ranked candidates on F and on H, computed once per chunk: every model
@@ -421,6 +422,34 @@ def _candidate_moments(x_t: jax.Array, y: jax.Array, ranked: jax.Array):
   return jax.lax.map(one, (ranked, y.T))
 
 
+def _fit_gains(stats, sel, length):
+  """Fit-half gain of adding each candidate to the chosen ones, (R,).
+
+  The reduction of the least-squares residual variance on F when candidate
+  j joins the chosen concepts S (all centered): r_j^2 / d_j with
+  r_j = cov(x_j, y | S) = c_j - G_jS G_SS^-1 c_S and d_j = var(x_j | S) =
+  G_jj - G_jS G_SS^-1 G_Sj (G, c the centered Gram and cross-moments).
+  A candidate (almost) in the span of S gets 0; chosen ones -inf.
+  """
+  g, c, m, yb, _ = stats
+  g = g - m[:, None] * m[None, :]
+  c = c - m * yb
+  max_length = sel.shape[0]
+  mask = (jnp.arange(max_length) < length).astype(jnp.float32)
+  hi = jax.lax.Precision.HIGHEST
+  g_sr = g[sel] * mask[:, None]  # (L, R)
+  # Unused slots: identity rows/columns, so the solve ignores them.
+  g_ss = (g_sr[:, sel] * mask[None, :] + jnp.diag(1.0 - mask))
+  a = jnp.linalg.solve(g_ss, g_sr)  # (L, R)
+  beta = jnp.linalg.solve(g_ss, c[sel] * mask)  # (L,)
+  r = c - jnp.matmul(beta, g_sr, precision=hi)
+  d = jnp.diagonal(g) - jnp.sum(g_sr * a, axis=0)
+  ok = d > 1e-6 * jnp.maximum(jnp.diagonal(g), 1e-30)
+  gains = jnp.where(ok, r * r / jnp.where(ok, d, 1.0), 0.0)
+  chosen = jnp.zeros(g.shape[0], bool).at[sel].max(mask > 0)
+  return jnp.where(chosen, -jnp.inf, gains)
+
+
 def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
                  adam_steps, learning_rate):
   """One step of the greedy search for one neuron (vmapped over neurons).
@@ -428,13 +457,15 @@ def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
   The chosen concepts and the window are positions in the neuron's ranked
   candidates; fit_stats and held_stats are their _candidate_moments.
   """
-  sel, length, status, done, corr, weights, bias = state
+  sel, length, done, corr, weights, bias = state
   max_length = sel.shape[0]
-  num_ranked = status.shape[0]
-  pos = jnp.arange(num_ranked)
-  avail = status == 0
-  window = jnp.argsort(jnp.where(avail, pos, num_ranked + pos))[:width]
-  valid = avail[window] & ~done & (length < max_length)
+  # The window: the candidates that most reduce the fit-half residual
+  # given the chosen ones (re-scored every step: a concept useless alone
+  # can be what the chosen ones lack, e.g. y = z1 - z2 with z1, z2
+  # correlated).
+  fit_gain = _fit_gains(fit_stats, sel, length)
+  _, window = jax.lax.top_k(fit_gain, width)
+  valid = (fit_gain[window] > -jnp.inf) & ~done & (length < max_length)
   cols = jnp.concatenate([sel, window])  # (L + width,)
 
   def pick(stats):
@@ -462,14 +493,11 @@ def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
   gains = jnp.where(valid, r - corr, -jnp.inf)
   best = jnp.argmax(gains)
   add = gains[best] >= tolerance
-  blocked = valid & (gains < tolerance)
-  status = status.at[window].set(jnp.where(blocked, 2, status[window]))
-  status = jnp.where(add, status.at[window[best]].set(1), status)
   w_best = w[best]
   new_weights = w_best[:max_length].at[length].set(w_best[max_length],
                                                    mode="drop")
   return (jnp.where(add, sel.at[length].set(window[best], mode="drop"), sel),
-          length + add.astype(jnp.int32), status, done | ~add,
+          length + add.astype(jnp.int32), done | ~add,
           jnp.where(add, r[best], corr),
           jnp.where(add, new_weights, weights),
           jnp.where(add, b[best], bias))
@@ -501,7 +529,7 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
     (concepts (c, L) int32 with -1 pads, weights (c, L) and bias (c,) on
     standardized presences, correlation (c,), lengths (c,)).
   """
-  c, num_ranked = ranked.shape
+  c = ranked.shape[0]
   fit_stats = _candidate_moments(fit_t, y_fit, ranked)
   held_stats = _candidate_moments(held_t, y_held, ranked)
   step = functools.partial(
@@ -510,7 +538,6 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
   step = jax.vmap(step)
   state = (jnp.zeros((c, max_length), jnp.int32),
            jnp.zeros((c,), jnp.int32),
-           jnp.zeros((c, num_ranked), jnp.int32),
            jnp.zeros((c,), bool), jnp.zeros((c,), jnp.float32),
            jnp.zeros((c, max_length), jnp.float32),
            jnp.zeros((c,), jnp.float32))
@@ -518,7 +545,7 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
   def body(_, state):
     return step(state, fit_stats, held_stats)
 
-  sel, length, _, _, corr, weights, bias = jax.lax.fori_loop(
+  sel, length, _, corr, weights, bias = jax.lax.fori_loop(
       0, max_length, body, state)
   used = jnp.arange(max_length)[None, :] < length[:, None]
   concepts = jnp.take_along_axis(ranked, sel, axis=1)
