@@ -14,17 +14,23 @@ search runs for a whole layer at once, chunked over neurons:
    on F:  min_w 1/(2|F|) ||y - Z w||^2 + lam (alpha |w|_1 +
    (1 - alpha)/2 ||w||^2), solved by FISTA (accelerated proximal gradient:
    an optax.sgd step of size 1/Lip, then soft-thresholding) for `en_steps`
-   steps from w = 0 over the neuron's `screen` concepts of largest
-   |correlation| (on their Gram matrix, one neuron of the chunk at a time
-   so that it stays in cache; the correlations of the whole chunk are one
-   matrix product).
-   The full gradient at that solution is then taken over all M concepts
+   steps over a screen of `screen` concepts per neuron (on their Gram
+   matrix, one neuron of the chunk at a time so that it stays in cache; the
+   correlations of the whole chunk are one matrix product). The first
+   screen is the neuron's concepts of largest |correlation|, solved from
+   w = 0. A concept can matter only jointly with others: for
+   y = z1 - 0.65 z2 with presences z1, z2 correlated 0.65, z2 hardly
+   correlates with y, misses that screen, and the net fits it with a
+   dozen substitutes. So the net is solved once more (_SCREEN_REFITS),
+   warm-started, on a new screen: the concepts with non-zero weight, then
+   those whose gradient of the full objective violates the optimality
+   (KKT) conditions most; z2 has the largest such gradient. (No refit when
+   screen = M: the first solve is then the full net.)
+   The full gradient at the final solution is taken over all M concepts
    (the fitted values from the screened columns, then one matrix product
-   for the chunk). Each neuron's candidates are its
-   concepts with non-zero weight, by |w|, then the others by |gradient|
-   (the KKT violation: how much the full net wants them in; with
-   screen = M the net is the exact full-concept fit). Only the first
-   width * max_length are kept (the greedy search never looks further).
+   for the chunk). Each neuron's candidates are its concepts with non-zero
+   weight, by |w|, then the others by |gradient| (how much the full net
+   wants them in). Only the first width * max_length are kept.
 3. Greedy forward selection (`greedy_search`), vmapped over neurons and
    candidates. A neuron starts with no concepts and held-out correlation 0.
    Each step scores every candidate not chosen yet by how much it reduces
@@ -87,6 +93,10 @@ MIN_PRESENCE_SD = 1e-5
 _ACCELERATOR_SOLVE_BATCH = 64
 # Power-iteration steps for the Lipschitz constant of the elastic net.
 _POWER_STEPS = 30
+# Screened elastic-net solves after the first (each on a screen rebuilt
+# from the last solution's support and its KKT violations); none when the
+# screen holds every concept.
+_SCREEN_REFITS = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,11 +270,12 @@ def _power_lipschitz(gram: jax.Array) -> jax.Array:
 
 
 def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
-           alpha: jax.Array, steps: int) -> jax.Array:
+           alpha: jax.Array, steps: int, w0: jax.Array | None = None
+           ) -> jax.Array:
   """FISTA on one neuron's screened net: gram (J, J), cross (J,) -> w (J,).
 
   Minimizes w' gram w / 2 - cross' w + lam (alpha |w|_1 + (1 - alpha)/2
-  ||w||^2) from w = 0: an optax.sgd step of size 1/Lip, then
+  ||w||^2) from w0 (default 0): an optax.sgd step of size 1/Lip, then
   soft-thresholding.
   """
   hi = jax.lax.Precision.HIGHEST
@@ -285,7 +296,8 @@ def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
     z = w_new + ((t - 1.0) / t_new) * (w_new - w)
     return w_new, z, t_new, state
 
-  w0 = jnp.zeros_like(cross)
+  if w0 is None:
+    w0 = jnp.zeros_like(cross)
   return jax.lax.fori_loop(
       0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))[0]
 
@@ -299,13 +311,15 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   """Elastic-net weights of a chunk of neurons and their candidate ranking.
 
   Each neuron's net is solved on its `screen` concepts of largest
-  |correlation| (FISTA on their Gram matrix, all neurons of the chunk at
-  once); the gradient of the full objective at that solution is then
-  computed for all M concepts, and concepts outside the solution's support
-  are ranked by its magnitude (the KKT violation: how much the objective
-  wants them in). Each neuron's Gram, FISTA and fitted values run one
-  neuron at a time (lax.map), so its J x J Gram stays in cache on a CPU,
-  or `solve_batch` neurons at a time (vmapped; solve_batch_size()).
+  |correlation| (FISTA on their Gram matrix), then (screen < M) again on
+  the support of that solution and the concepts whose full gradient
+  violates the KKT conditions most; the gradient of the full objective at
+  the last solution is computed for all M concepts, and concepts outside
+  the solution's support are ranked by its magnitude (the KKT violation:
+  how much the objective wants them in). Each neuron's Gram, FISTA and
+  fitted values run one neuron at a time (lax.map), so its J x J Gram
+  stays in cache on a CPU, or `solve_batch` neurons at a time (vmapped;
+  solve_batch_size()).
 
   Args:
     fit_t: (M, |F|) standardized presence of the fit half.
@@ -327,22 +341,35 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   hi = jax.lax.Precision.HIGHEST
   corr = jnp.matmul(fit_t, y_fit, precision=hi) / n  # (M, c)
   _, idx = jax.lax.top_k(jnp.abs(corr).T, screen)  # (c, J)
-  cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
   ridge = lam * (1.0 - alpha)
 
   def solve_one(args):  # One neuron: its Gram stays in cache for FISTA.
-    idx_k, cross_k = args
+    idx_k, cross_k, w0_k = args
     x = fit_t[idx_k]  # (J, n)
     gram = jnp.matmul(x, x.T, precision=hi) / n
-    w = _fista(gram, cross_k, lam, alpha, steps)
+    w = _fista(gram, cross_k, lam, alpha, steps, w0_k)
     # The fitted values: the weights are zero outside the screen.
     return w, jnp.matmul(w, x, precision=hi)
 
-  w_s, fitted = jax.lax.map(solve_one, (idx, cross),
-                            batch_size=solve_batch)  # (c, J), (c, |F|)
-  weights = jnp.zeros((c, m), jnp.float32).at[
-      jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
-  full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
+  weights = jnp.zeros((c, m), jnp.float32)
+  rounds = 1 + (_SCREEN_REFITS if screen < m else 0)
+  for r in range(rounds):
+    if r:
+      # The next screen: the concepts with non-zero weight, then those
+      # whose gradient violates the optimality (KKT) conditions most. A
+      # concept that matters only jointly (a suppressor: y = z1 - z2 with
+      # z1, z2 correlated has ~0 correlation with z2) is missed by the
+      # first, correlation-based screen but has the largest gradient.
+      score = jnp.where(weights != 0, 1e30 + jnp.abs(weights),
+                        jnp.abs(full_grad + ridge * weights))
+      _, idx = jax.lax.top_k(score, screen)
+    cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
+    w0 = jnp.take_along_axis(weights, idx, axis=1)  # Warm start.
+    w_s, fitted = jax.lax.map(solve_one, (idx, cross, w0),
+                              batch_size=solve_batch)  # (c, J), (c, |F|)
+    weights = jnp.zeros((c, m), jnp.float32).at[
+        jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
+    full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
   nonzero = weights != 0
   k_nz = jnp.where(nonzero, jnp.abs(weights), -1.0)
   k_z = jnp.where(nonzero, -1.0, jnp.abs(full_grad + ridge * weights))
