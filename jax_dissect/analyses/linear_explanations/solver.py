@@ -14,29 +14,36 @@ search runs for a whole layer at once, chunked over neurons:
    on F:  min_w 1/(2|F|) ||y - Z w||^2 + lam (alpha |w|_1 +
    (1 - alpha)/2 ||w||^2), solved by FISTA (accelerated proximal gradient:
    an optax.sgd step of size 1/Lip, then soft-thresholding) for `en_steps`
-   steps from w = 0 over the neuron's `screen` concepts of largest
-   |correlation| (on their Gram matrix, one neuron of the chunk at a time
-   so that it stays in cache; the correlations of the whole chunk are one
-   matrix product).
-   The full gradient at that solution is then taken over all M concepts
+   steps over a screen of `screen` concepts per neuron (on their Gram
+   matrix, one neuron of the chunk at a time so that it stays in cache; the
+   correlations of the whole chunk are one matrix product). The first
+   screen is the neuron's concepts of largest |correlation|, solved from
+   w = 0. A concept can matter only jointly with others: for
+   y = z1 - 0.65 z2 with presences z1, z2 correlated 0.65, z2 hardly
+   correlates with y, misses that screen, and the net fits it with a
+   dozen substitutes. So the net is solved once more (_SCREEN_REFITS),
+   warm-started, on a new screen: the concepts with non-zero weight, then
+   those whose gradient of the full objective violates the optimality
+   (KKT) conditions most; z2 has the largest such gradient. (No refit when
+   screen = M: the first solve is then the full net.)
+   The full gradient at the final solution is taken over all M concepts
    (the fitted values from the screened columns, then one matrix product
-   for the chunk). Each neuron's candidates are its
-   concepts with non-zero weight, by |w|, then the others by |gradient|
-   (the KKT violation: how much the full net wants them in; with
-   screen = M the net is the exact full-concept fit). Only the first
-   width * max_length are kept (the greedy search never looks further).
+   for the chunk). Each neuron's candidates are its concepts with non-zero
+   weight, by |w|, then the others by |gradient| (how much the full net
+   wants them in). Only the first width * max_length are kept.
 3. Greedy forward selection (`greedy_search`), vmapped over neurons and
    candidates. A neuron starts with no concepts and held-out correlation 0.
-   Each step tries the next `width` best-ranked concepts that are neither
-   chosen nor blocked; for each, a linear model on (chosen + candidate)
+   Each step scores every candidate not chosen yet by how much it reduces
+   the fit-half least-squares residual given the chosen ones (from the
+   candidates' Gram matrix, re-scored every step, so that a concept useless
+   alone can join once the concept it complements is in) and tries the
+   `width` best; for each, a linear model on (chosen + candidate)
    standardized presences is fitted on F by optax Adam (`adam_steps`=100
    steps, learning rate 0.3, from w = 0 and bias = 0) on the mean squared
    error, and scored by the Pearson correlation of its prediction with the
    activation on H. gain = correlation - the current correlation. The best
-   candidate is added if its gain >= `tolerance`; every tried candidate with
-   gain < tolerance is blocked for that neuron (never tried again). A neuron
-   stops at `max_length` concepts, when the best gain < tolerance, or when
-   no candidate is left.
+   candidate is added if its gain >= `tolerance`. A neuron stops at
+   `max_length` concepts or when the best gain < tolerance.
 
 The Adam fits run on sufficient statistics (each neuron's Gram matrix of
 its R ranked candidates on F and on H, computed once per chunk: every model
@@ -86,6 +93,10 @@ MIN_PRESENCE_SD = 1e-5
 _ACCELERATOR_SOLVE_BATCH = 64
 # Power-iteration steps for the Lipschitz constant of the elastic net.
 _POWER_STEPS = 30
+# Screened elastic-net solves after the first (each on a screen rebuilt
+# from the last solution's support and its KKT violations); none when the
+# screen holds every concept.
+_SCREEN_REFITS = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,11 +270,12 @@ def _power_lipschitz(gram: jax.Array) -> jax.Array:
 
 
 def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
-           alpha: jax.Array, steps: int) -> jax.Array:
+           alpha: jax.Array, steps: int, w0: jax.Array | None = None
+           ) -> jax.Array:
   """FISTA on one neuron's screened net: gram (J, J), cross (J,) -> w (J,).
 
   Minimizes w' gram w / 2 - cross' w + lam (alpha |w|_1 + (1 - alpha)/2
-  ||w||^2) from w = 0: an optax.sgd step of size 1/Lip, then
+  ||w||^2) from w0 (default 0): an optax.sgd step of size 1/Lip, then
   soft-thresholding.
   """
   hi = jax.lax.Precision.HIGHEST
@@ -284,7 +296,8 @@ def _fista(gram: jax.Array, cross: jax.Array, lam: jax.Array,
     z = w_new + ((t - 1.0) / t_new) * (w_new - w)
     return w_new, z, t_new, state
 
-  w0 = jnp.zeros_like(cross)
+  if w0 is None:
+    w0 = jnp.zeros_like(cross)
   return jax.lax.fori_loop(
       0, steps, body, (w0, w0, jnp.float32(1.0), opt.init(w0)))[0]
 
@@ -298,13 +311,15 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   """Elastic-net weights of a chunk of neurons and their candidate ranking.
 
   Each neuron's net is solved on its `screen` concepts of largest
-  |correlation| (FISTA on their Gram matrix, all neurons of the chunk at
-  once); the gradient of the full objective at that solution is then
-  computed for all M concepts, and concepts outside the solution's support
-  are ranked by its magnitude (the KKT violation: how much the objective
-  wants them in). Each neuron's Gram, FISTA and fitted values run one
-  neuron at a time (lax.map), so its J x J Gram stays in cache on a CPU,
-  or `solve_batch` neurons at a time (vmapped; solve_batch_size()).
+  |correlation| (FISTA on their Gram matrix), then (screen < M) again on
+  the support of that solution and the concepts whose full gradient
+  violates the KKT conditions most; the gradient of the full objective at
+  the last solution is computed for all M concepts, and concepts outside
+  the solution's support are ranked by its magnitude (the KKT violation:
+  how much the objective wants them in). Each neuron's Gram, FISTA and
+  fitted values run one neuron at a time (lax.map), so its J x J Gram
+  stays in cache on a CPU, or `solve_batch` neurons at a time (vmapped;
+  solve_batch_size()).
 
   Args:
     fit_t: (M, |F|) standardized presence of the fit half.
@@ -326,22 +341,36 @@ def elastic_net(fit_t: jax.Array, y_fit: jax.Array, lam: jax.Array,
   hi = jax.lax.Precision.HIGHEST
   corr = jnp.matmul(fit_t, y_fit, precision=hi) / n  # (M, c)
   _, idx = jax.lax.top_k(jnp.abs(corr).T, screen)  # (c, J)
-  cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
   ridge = lam * (1.0 - alpha)
 
   def solve_one(args):  # One neuron: its Gram stays in cache for FISTA.
-    idx_k, cross_k = args
+    idx_k, cross_k, w0_k = args
     x = fit_t[idx_k]  # (J, n)
     gram = jnp.matmul(x, x.T, precision=hi) / n
-    w = _fista(gram, cross_k, lam, alpha, steps)
+    w = _fista(gram, cross_k, lam, alpha, steps, w0_k)
     # The fitted values: the weights are zero outside the screen.
     return w, jnp.matmul(w, x, precision=hi)
 
-  w_s, fitted = jax.lax.map(solve_one, (idx, cross),
-                            batch_size=solve_batch)  # (c, J), (c, |F|)
-  weights = jnp.zeros((c, m), jnp.float32).at[
-      jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
-  full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
+  weights = jnp.zeros((c, m), jnp.float32)
+  full_grad = -corr.T  # The net's gradient at weights = 0.
+  rounds = 1 + (_SCREEN_REFITS if screen < m else 0)
+  for r in range(rounds):
+    if r:
+      # The next screen: the concepts with non-zero weight, then those
+      # whose gradient violates the optimality (KKT) conditions most. A
+      # concept that matters only jointly (a suppressor: y = z1 - z2 with
+      # z1, z2 correlated has ~0 correlation with z2) is missed by the
+      # first, correlation-based screen but has the largest gradient.
+      score = jnp.where(weights != 0, 1e30 + jnp.abs(weights),
+                        jnp.abs(full_grad + ridge * weights))
+      _, idx = jax.lax.top_k(score, screen)
+    cross = jnp.take_along_axis(corr.T, idx, axis=1)  # (c, J)
+    w0 = jnp.take_along_axis(weights, idx, axis=1)  # Warm start.
+    w_s, fitted = jax.lax.map(solve_one, (idx, cross, w0),
+                              batch_size=solve_batch)  # (c, J), (c, |F|)
+    weights = jnp.zeros((c, m), jnp.float32).at[
+        jnp.arange(c)[:, None], idx].set(w_s)  # (c, M)
+    full_grad = (jnp.matmul(fit_t, fitted.T, precision=hi) / n - corr).T
   nonzero = weights != 0
   k_nz = jnp.where(nonzero, jnp.abs(weights), -1.0)
   k_z = jnp.where(nonzero, -1.0, jnp.abs(full_grad + ridge * weights))
@@ -421,6 +450,34 @@ def _candidate_moments(x_t: jax.Array, y: jax.Array, ranked: jax.Array):
   return jax.lax.map(one, (ranked, y.T))
 
 
+def _fit_gains(stats, sel, length):
+  """Fit-half gain of adding each candidate to the chosen ones, (R,).
+
+  The reduction of the least-squares residual variance on F when candidate
+  j joins the chosen concepts S (all centered): r_j^2 / d_j with
+  r_j = cov(x_j, y | S) = c_j - G_jS G_SS^-1 c_S and d_j = var(x_j | S) =
+  G_jj - G_jS G_SS^-1 G_Sj (G, c the centered Gram and cross-moments).
+  A candidate (almost) in the span of S gets 0; chosen ones -inf.
+  """
+  g, c, m, yb, _ = stats
+  g = g - m[:, None] * m[None, :]
+  c = c - m * yb
+  max_length = sel.shape[0]
+  mask = (jnp.arange(max_length) < length).astype(jnp.float32)
+  hi = jax.lax.Precision.HIGHEST
+  g_sr = g[sel] * mask[:, None]  # (L, R)
+  # Unused slots: identity rows/columns, so the solve ignores them.
+  g_ss = (g_sr[:, sel] * mask[None, :] + jnp.diag(1.0 - mask))
+  a = jnp.linalg.solve(g_ss, g_sr)  # (L, R)
+  beta = jnp.linalg.solve(g_ss, c[sel] * mask)  # (L,)
+  r = c - jnp.matmul(beta, g_sr, precision=hi)
+  d = jnp.diagonal(g) - jnp.sum(g_sr * a, axis=0)
+  ok = d > 1e-6 * jnp.maximum(jnp.diagonal(g), 1e-30)
+  gains = jnp.where(ok, r * r / jnp.where(ok, d, 1.0), 0.0)
+  chosen = jnp.zeros(g.shape[0], bool).at[sel].max(mask > 0)
+  return jnp.where(chosen, -jnp.inf, gains)
+
+
 def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
                  adam_steps, learning_rate):
   """One step of the greedy search for one neuron (vmapped over neurons).
@@ -428,13 +485,15 @@ def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
   The chosen concepts and the window are positions in the neuron's ranked
   candidates; fit_stats and held_stats are their _candidate_moments.
   """
-  sel, length, status, done, corr, weights, bias = state
+  sel, length, done, corr, weights, bias = state
   max_length = sel.shape[0]
-  num_ranked = status.shape[0]
-  pos = jnp.arange(num_ranked)
-  avail = status == 0
-  window = jnp.argsort(jnp.where(avail, pos, num_ranked + pos))[:width]
-  valid = avail[window] & ~done & (length < max_length)
+  # The window: the candidates that most reduce the fit-half residual
+  # given the chosen ones (re-scored every step: a concept useless alone
+  # can be what the chosen ones lack, e.g. y = z1 - z2 with z1, z2
+  # correlated).
+  fit_gain = _fit_gains(fit_stats, sel, length)
+  _, window = jax.lax.top_k(fit_gain, width)
+  valid = (fit_gain[window] > -jnp.inf) & ~done & (length < max_length)
   cols = jnp.concatenate([sel, window])  # (L + width,)
 
   def pick(stats):
@@ -462,14 +521,11 @@ def _greedy_step(state, fit_stats, held_stats, *, width, tolerance,
   gains = jnp.where(valid, r - corr, -jnp.inf)
   best = jnp.argmax(gains)
   add = gains[best] >= tolerance
-  blocked = valid & (gains < tolerance)
-  status = status.at[window].set(jnp.where(blocked, 2, status[window]))
-  status = jnp.where(add, status.at[window[best]].set(1), status)
   w_best = w[best]
   new_weights = w_best[:max_length].at[length].set(w_best[max_length],
                                                    mode="drop")
   return (jnp.where(add, sel.at[length].set(window[best], mode="drop"), sel),
-          length + add.astype(jnp.int32), status, done | ~add,
+          length + add.astype(jnp.int32), done | ~add,
           jnp.where(add, r[best], corr),
           jnp.where(add, new_weights, weights),
           jnp.where(add, b[best], bias))
@@ -501,7 +557,7 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
     (concepts (c, L) int32 with -1 pads, weights (c, L) and bias (c,) on
     standardized presences, correlation (c,), lengths (c,)).
   """
-  c, num_ranked = ranked.shape
+  c = ranked.shape[0]
   fit_stats = _candidate_moments(fit_t, y_fit, ranked)
   held_stats = _candidate_moments(held_t, y_held, ranked)
   step = functools.partial(
@@ -510,7 +566,6 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
   step = jax.vmap(step)
   state = (jnp.zeros((c, max_length), jnp.int32),
            jnp.zeros((c,), jnp.int32),
-           jnp.zeros((c, num_ranked), jnp.int32),
            jnp.zeros((c,), bool), jnp.zeros((c,), jnp.float32),
            jnp.zeros((c, max_length), jnp.float32),
            jnp.zeros((c,), jnp.float32))
@@ -518,7 +573,7 @@ def greedy_search(ranked: jax.Array, y_fit: jax.Array, y_held: jax.Array,
   def body(_, state):
     return step(state, fit_stats, held_stats)
 
-  sel, length, _, _, corr, weights, bias = jax.lax.fori_loop(
+  sel, length, _, corr, weights, bias = jax.lax.fori_loop(
       0, max_length, body, state)
   used = jnp.arange(max_length)[None, :] < length[:, None]
   concepts = jnp.take_along_axis(ranked, sel, axis=1)

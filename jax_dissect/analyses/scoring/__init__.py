@@ -9,9 +9,17 @@ jax_dissect.analyses.scoring.significance):
 - correlation, spearman, auprc: how well the label's concept presence
   C[:, m] = sigmoid(a (P[:, m] + b)) predicts the neuron's activations on
   held-out probe images (a seeded split; split=all uses every image);
-- p_value: permutation p-value of the label under the run's similarity
-  function and hyper-parameters (B = num_permutations null draws);
-  q_value: Benjamini-Hochberg q-value over the layer.
+- p_value: permutation p-value of the neuron's label match under the run's
+  similarity function and hyper-parameters (B = num_permutations null
+  draws); q_value: Benjamini-Hochberg q-value over the layer;
+  tested_concept: the concept whose score the p-value tests. With the
+  default null (null=neuron) and soft_wpmi/wpmi the statistic is the
+  neuron's likelihood standardized per concept, without the layer prior,
+  and the tested concept is its best concept under that statistic, which
+  can differ from the label (the layer prior moves labels away from
+  concepts that other neurons share); with null=neuron_in_layer or layer
+  it is the label. docs/significance.md says which hypothesis each null
+  tests.
 Writes explanation_scores.csv (per neuron; the report shows the columns
 beside each label), explanation_scores_summary.csv/.json (per layer: mean
 correlation, share of neurons with q < alpha) and explanation_scores.png.
@@ -56,7 +64,7 @@ DESCRIPTION = ("Simulation scores (correlation, Spearman, AUPRC) and "
 TABLE = "explanation_scores"
 SUMMARY_TABLE = "explanation_scores_summary"
 COLUMNS = ("layer", "unit", "description", "correlation", "spearman",
-           "auprc", "p_value", "q_value")
+           "auprc", "p_value", "q_value", "tested_concept")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -68,7 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.presence_a = scoring_lib.DEFAULT_PRESENCE_A  # Presence slope a.
   c.presence_b = scoring_lib.DEFAULT_PRESENCE_B  # Presence offset b.
   c.top_fraction = 0.05  # AUPRC positives: each neuron's top images.
-  c.null = "neuron"  # neuron (permute one neuron at a time) or layer.
+  # neuron (default: H0 the neuron is independent of P), neuron_in_layer
+  # (the neuron is independent of P and of the other neurons) or layer (the
+  # layer is independent of P); see docs/significance.md.
+  c.null = "neuron"
   c.alpha = 0.05  # Significance level of the summary's q < alpha share.
   return c
 
@@ -177,7 +188,8 @@ def score_layer(results: results_lib.Run, layer: str,
     (rows, summary): one row per neuron with COLUMNS, and the layer's
     summary (n_neurons, mean/median correlation, mean spearman and auprc,
     n_significant and significant_fraction = share of neurons with
-    q_value < alpha, and the settings).
+    q_value < alpha, tested_is_label_fraction = share of neurons whose
+    tested concept is their label, and the settings).
   """
   a = np.asarray(results.activations(layer), np.float32)
   p = np.asarray(results.concept_activations(), np.float32)
@@ -191,15 +203,20 @@ def score_layer(results: results_lib.Run, layer: str,
   sim = scoring_lib.simulation_scores(
       a, p, labels, a=settings.presence_a, b=settings.presence_b,
       split=settings.split, seed=settings.seed, top_fraction=settings.top_fraction)
+  # The default null tests each neuron's best concept under its statistic
+  # (a given label that is not that concept would get a conservative
+  # p-value); the others test the run's labels.
   sig = significance.label_pvalues(
       a, p, fn, num_permutations=settings.num_permutations, seed=settings.seed,
-      kernel_kwargs=kwargs, labels=labels, null=settings.null)
+      kernel_kwargs=kwargs, null=settings.null,
+      labels=None if settings.null == "neuron" else labels)
   rows = [{"layer": layer, "unit": unit, "description": descriptions[unit],
            "correlation": _float(sim.correlation[unit]),
            "spearman": _float(sim.spearman[unit]),
            "auprc": _float(sim.auprc[unit]),
            "p_value": float(sig.p_values[unit]),
-           "q_value": float(sig.q_values[unit])}
+           "q_value": float(sig.q_values[unit]),
+           "tested_concept": results.concepts[int(sig.labels[unit])]}
           for unit in range(a.shape[1])]
   significant = sig.q_values < settings.alpha
   summary = {
@@ -211,7 +228,9 @@ def score_layer(results: results_lib.Run, layer: str,
       "n_significant": int(np.sum(significant)),
       "significant_fraction": float(np.mean(significant)),
       "alpha": settings.alpha, "num_permutations": settings.num_permutations,
-      "null": sig.null, "split": settings.split,
+      "null": sig.null, "statistic": sig.statistic,
+      "tested_is_label_fraction": float(np.mean(sig.labels == labels)),
+      "split": settings.split,
       "n_heldout": int(len(sim.heldout)), "seed": settings.seed,
   }
   return rows, summary

@@ -125,10 +125,60 @@ def test_uniformity_check_fails_biased_nulls(layer, pvalues):
                   NUM_PERMUTATIONS)
 
 
+def _standardized_max(a_col, p, res, name="soft_wpmi"):
+  """max_m Z of one neuron: its L (the kernel with lam=0) standardized by
+  the reference moments of a label_pvalues result."""
+  ll = np.asarray(similarity.compute(name, a_col[:, None], p, devices=1,
+                                     lam=0.0))[0]
+  z = (ll - res.reference_mean) / res.reference_std
+  return float(np.max(z))
+
+
 def test_null_breaks_the_image_pairing(layer, pvalues):
-  """Null scores follow re-runs with the neuron's column permuted."""
+  """Default null: null scores follow Z re-run with the column permuted."""
+  res = pvalues["soft_wpmi"]
+  assert res.statistic == "standardized"
+  a, p = layer["a"], layer["p"]
+  planted, noise = 0, layer["num_planted"]
+  rng = np.random.default_rng(7)
+  for k in (planted, noise):
+    brute = [_standardized_max(a[rng.permutation(a.shape[0]), k], p, res)
+             for _ in range(100)]
+    two_sample = stats.ks_2samp(res.null_scores[k], brute)
+    assert two_sample.pvalue > 1e-3, (k, two_sample)
+    # The observed statistic is the same function of the unpermuted column.
+    assert res.scores[k] == pytest.approx(_standardized_max(a[:, k], p, res),
+                                          abs=1e-3)
+  # Unpermuted, the null would equal the observed score (p = 1).
+  assert np.all(res.null_scores[planted] < res.scores[planted])
+
+
+def test_reference_moments_match_random_top_k_lists(layer, pvalues):
+  """Z's mean and std are those of L for uniformly random top_k lists."""
   res = pvalues["soft_wpmi"]
   a, p = layer["a"], layer["p"]
+  rng = np.random.default_rng(8)
+  rows = np.stack([rng.permutation(a.shape[0]) for _ in range(400)], 1)
+  ll = np.asarray(similarity.compute("soft_wpmi", rows.astype(np.float32),
+                                     p, devices=1, lam=0.0))
+  std = ll.std(0, ddof=1)
+  # 1024 reference rows against 400 here: a few percent of std apart.
+  np.testing.assert_allclose(res.reference_mean, ll.mean(0),
+                             atol=0.25 * float(np.mean(std)))
+  np.testing.assert_allclose(res.reference_std, std, rtol=0.2)
+
+
+def test_neuron_in_layer_null_breaks_the_image_pairing(layer):
+  """null="neuron_in_layer": null scores follow the kernel (with the layer
+  prior of the other neurons) re-run with the column permuted."""
+  a, p = layer["a"], layer["p"]
+  res = scoring.label_pvalues(a, p, "soft_wpmi",
+                              num_permutations=NUM_PERMUTATIONS, seed=1,
+                              null="neuron_in_layer")
+  assert res.pooled and res.statistic == "kernel"
+  assert res.reference_mean is None
+  s = np.asarray(similarity.soft_wpmi(a, p))
+  np.testing.assert_array_equal(res.labels, np.argmax(s, 1))
   planted, noise = 0, layer["num_planted"]
   rng = np.random.default_rng(7)
   for k in (planted, noise):
@@ -139,8 +189,31 @@ def test_null_breaks_the_image_pairing(layer, pvalues):
       brute.append(float(np.max(similarity.soft_wpmi(a2, p)[k])))
     two_sample = stats.ks_2samp(res.null_scores[k], brute)
     assert two_sample.pvalue > 1e-3, (k, two_sample)
-  # Unpermuted, the null would equal the observed score (p = 1).
   assert np.all(res.null_scores[planted] < res.scores[planted])
+
+
+@pytest.mark.parametrize("name", ["soft_wpmi", "wpmi"])
+def test_ties_are_broken_at_random(name):
+  """ReLU neurons that are 0 on most images, images in class order.
+
+  As in an ImageFolder: the kernel's top_k fills a neuron's top images with
+  the first zero images, all of the first class, so the likelihood L names
+  that class for neurons that are random. The default null orders ties at
+  random, as its null draws do, and their p-values stay uniform.
+  """
+  rng = np.random.default_rng(4)
+  n, m, k = 400, 20, 200
+  p = _concept_activations(rng, n, m)
+  p[:100, 0] += 0.1  # The first 100 images show concept 0.
+  a = np.zeros((n, k), np.float32)
+  for j in range(k):
+    on = rng.choice(n, 20, replace=False)  # Fewer than either top_k.
+    a[on, j] = rng.exponential(size=20)
+  ll = np.asarray(similarity.compute(name, a, p, devices=1, lam=0.0))
+  assert np.mean(np.argmax(ll, 1) == 0) > 0.9
+  res = scoring.label_pvalues(a, p, name, num_permutations=NUM_PERMUTATIONS,
+                              seed=2)
+  _assert_uniform(res.p_values, NUM_PERMUTATIONS)
 
 
 @pytest.mark.parametrize("name,kwargs", [("soft_wpmi", {}), ("wpmi", {}),
@@ -227,6 +300,8 @@ def test_given_labels_and_seeds(layer):
     ({"similarity_fn": "cosine"}, "unknown similarity function 'cosine'"),
     ({"null": "global"}, "unknown null 'global'"),
     ({"pool_size": 5}, "pool_size=5 must be >= num_permutations=10"),
+    ({"reference_size": 1}, "reference_size=1 must be >= 2"),
+    ({"reference_size": 0}, "reference_size must be an int >= 1"),
     ({"labels": np.zeros(3, int)}, r"labels must be \(4,\) ints"),
     ({"kernel_kwargs": {"top_q": 3}},
      r"soft_wpmi has no hyper-parameter\(s\) \['top_q'\]"),

@@ -46,9 +46,11 @@ def test_table_has_the_issue_columns_and_equals_the_library(run):
     a = np.asarray(results.activations(layer))
     p = np.asarray(results.concept_activations())
     sim = scoring.simulation_scores(a, p, labels)
+    # The default null tests each neuron's best concept under its
+    # statistic, not necessarily its label.
     sig = significance.label_pvalues(
         a, p, results.similarity_fn, num_permutations=B,
-        kernel_kwargs=results.kernel_kwargs(), labels=labels)
+        kernel_kwargs=results.kernel_kwargs())
     mine = [r for r in rows if r["layer"] == layer]
     assert [r["description"] for r in mine] == [n.description
                                                 for n in neurons]
@@ -60,6 +62,8 @@ def test_table_has_the_issue_columns_and_equals_the_library(run):
                                sig.p_values)
     np.testing.assert_allclose([float(r["q_value"]) for r in mine],
                                sig.q_values)
+    assert [r["tested_concept"] for r in mine] == [
+        results.concepts[c] for c in sig.labels]
 
 
 def test_planted_labels_are_significant_and_summary_counts_them(run):
@@ -89,7 +93,8 @@ def test_report_shows_the_columns_sortable(run):
   cols = {c["key"]: c for c in data["columns"]}
   for name in scoring_analysis.COLUMNS[3:]:
     c = cols[f"explanation_scores.{name}"]
-    assert c["num"] and c["analysis"] == "scoring"
+    assert c["num"] == (name != "tested_concept")
+    assert c["analysis"] == "scoring"
   fc = next(l for l in data["layers"] if l["name"] == "fc")
   assert 0 < fc["neurons"][0]["explanation_scores.p_value"] < 0.05
   page = report.render_html(data)
@@ -126,6 +131,25 @@ def test_profile_computes_q_values_without_the_table(tmp_path):
   q = analyses.get("profile").label_q_values(results, ["fc"])
   assert sorted(q) == [("fc", k) for k in range(8)]
   assert all(v < 0.05 for v in q.values())
+
+
+def test_nulls_that_test_the_label(run):
+  """null=neuron_in_layer and null=layer test the run's labels."""
+  results, output = run
+  default = {(r["layer"], r["unit"]): r for r in
+             output.tables["explanation_scores"].rows}
+  # Planted and class neurons: the default tests their label too.
+  assert all(default[("fc", k)]["tested_concept"] ==
+             default[("fc", k)]["description"] for k in range(8))
+  for null in ("neuron_in_layer", "layer"):
+    out = analyses.run("scoring", results, num_permutations=20, null=null,
+                       layers=("fc",))
+    rows = out.tables["explanation_scores"].rows
+    assert all(r["tested_concept"] == r["description"] for r in rows)
+    assert all(r["q_value"] < 0.05 for r in rows)
+    summary = out.tables["explanation_scores_summary"].rows[0]
+    assert summary["null"] == null and summary["statistic"] == "kernel"
+    assert summary["tested_is_label_fraction"] == 1.0
 
 
 @pytest.mark.parametrize("overrides, match", [
