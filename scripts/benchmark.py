@@ -7,7 +7,7 @@ Usage:
 Suites are the modules of benchmarks/ (at the repository root, beside
 their records; not part of the installed package); each yields one record per
 measurement, and every record written here also carries the suite, preset,
-host, device list, a timestamp and the load average (`loadavg`: 1, 5 and
+host, CPU model and flags, device list, a timestamp and the load average (`loadavg`: 1, 5 and
 15 minutes; `load_avg_1min`, when the suite did not record its own). Wrap a
 run in `flock /tmp/bench.lock ...` on a shared machine so benchmarks never
 overlap.
@@ -58,6 +58,30 @@ def _preset(suite) -> dict:
   return args
 
 
+# CPU flags that decide which kernels XLA and PyTorch can use.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+              "avx512_vnni", "fma")
+
+
+def cpu_info() -> dict:
+  """The CPU model and the flags that matter for its speed (Linux)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+        if flags and model:
+          break
+  except OSError:
+    pass
+  return {"cpu_model": model,
+          "cpu_flags": sorted(f for f in _CPU_FLAGS if f in flags)}
+
+
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
@@ -73,6 +97,7 @@ def main(argv):
       "set": _SET.value,
       "host": platform.node(),
       "cpu_count": os.cpu_count(),
+      **cpu_info(),
       "devices": [str(d) for d in jax.devices()],
       "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
