@@ -26,10 +26,12 @@ def test_original_comparison_records():
                            float64_labels=True))
   impls = [(r["kernel"], r["impl"]) for r in records]
   assert impls == [
-      ("soft_wpmi", "jax"), ("soft_wpmi", "original_torch"),
+      ("soft_wpmi", "jax"), ("soft_wpmi", "jax_device"),
+      ("soft_wpmi", "original_torch"),
       ("soft_wpmi", "original_torch_stages"), ("soft_wpmi", "jax_stages"),
       ("soft_wpmi", "ratio_vs_original"),
-      ("rank_reorder", "jax"), ("rank_reorder", "original_torch"),
+      ("rank_reorder", "jax"), ("rank_reorder", "jax_device"),
+      ("rank_reorder", "original_torch"),
       ("rank_reorder", "ratio_vs_original")]
   for r in records:
     assert len(r["load_avg"]) == 3
@@ -39,6 +41,7 @@ def test_original_comparison_records():
   assert len(timed["load_avg_1min_per_pass"]) == 2
   ratio = by["soft_wpmi", "ratio_vs_original"]
   assert ratio["speedup_best"] > 0 and ratio["speedup_median"] > 0
+  assert ratio["speedup_best_device"] > 0
   # Equal programs: same labels, S to float32 precision.
   assert ratio["labels_equal"] == 1.0
   assert ratio["max_abs_diff"] < 1e-3
