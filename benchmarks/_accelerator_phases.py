@@ -398,9 +398,9 @@ def kernels(shape: Sequence[int], names: Sequence[str], devices: Any,
     if time.perf_counter() - start > time_left_s:
       out.append({"fn": name, "K": width, "skipped": "time budget"})
       continue
-    run = lambda name=name, width=width: similarity.compute(
-        name, a[:, :width], p,
-        devices=_devices_arg(devices)).block_until_ready()
+    a_used = a if width == k else a[:, :width]
+    run = lambda name=name, a_used=a_used: similarity.compute(
+        name, a_used, p, devices=_devices_arg(devices)).block_until_ready()
     t0 = time.perf_counter()
     run()
     first = time.perf_counter() - t0

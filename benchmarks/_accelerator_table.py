@@ -143,7 +143,9 @@ def table(records: Sequence[dict]) -> str:
     if r.get("measure") == "skipped":
       rows.append(f"| {r['phase']} | skipped | {r['reason']} |")
     elif "error" in r:
-      rows.append(f"| {r.get('measure')} {r.get('dtype', '')} | failed | "
+      name = " ".join(str(x) for x in (r.get("measure"), r.get("dtype"))
+                      if x)
+      rows.append(f"| {name} | failed | "
                   f"{r['error'][:120]} |")
   if rows:
     lines += ["| measurement | seconds | notes |", "|---|---|---|", *rows,
