@@ -96,9 +96,9 @@ def _run_process(args: list[str], env: dict[str, str],
     raise PhaseError(f"timed out after {timeout:.0f} s") from None
   thread.join(timeout=5)
   if proc.returncode:
-    last = [l for l in tail if l.strip()][-3:]
-    raise PhaseError(f"exited with {proc.returncode}: " +
-                     " | ".join(last)[-300:])
+    # The exception's line (the last one printed); the log has the rest.
+    last = ([l.strip() for l in tail if l.strip()] or ["no output"])[-1]
+    raise PhaseError(f"exited with {proc.returncode}: {last}"[:300])
 
 
 def call(fn: str, kwargs: dict[str, Any], isolate: bool,

@@ -99,7 +99,7 @@ PRESETS = {
         clip="tiny", batch_size=8, dtypes=("bfloat16", "float32"),
         devices=1, decode_images=24, machine_size=256,
         kernel_shape=(256, 64, 32),
-        kernels=("soft_wpmi", "cos_similarity", "rank_reorder:8"),
+        kernels=("soft_wpmi", "cos_similarity:8"),
         analysis_layer="layer4", num_permutations=10, linear_neurons=8,
         sae_features=64, sae_k=4, sae_batch=32, sae_steps=3,
         torch_images=8, torch_text_batch=32, isolate=False, budget_s=600),
@@ -214,11 +214,39 @@ def run(num_images: int, num_concepts: int, short_side: Sequence[int],
         work_dir: str = "", keep_work: bool = False) -> Iterator[dict]:
   """Yields the records of the phases in the module doc.
 
-  Args (the presets' keys): see PRESETS; besides them:
+  Args:
+    num_images: JPEG files written and described (N).
+    num_concepts: the first M concepts of the shared 20k.txt.
+    short_side: (low, high) pixels of the images' short side.
+    quality: JPEG quality.
+    target_model: a registry name (resnet50, resnet18, resnet18_cifar100).
+    layers: the target's layers to describe.
+    clip: a CLIP_CONFIGS name ("vit-b16": ViT-B/16 sizes, or "tiny").
+    batch_size: images (texts) per device per forward call.
+    dtypes: compute dtypes of the describe runs; must include float32.
+    devices: "auto" (every local device) or a count.
+    decode_images: files the decode-only rates are measured on.
+    machine_size: side of the square matrix products of the rate.
+    kernel_shape: (N, M, K) of the kernels phase.
+    kernels: kernel names, "name:K" for fewer neurons.
+    analysis_layer: the layer of the pvalues, linear and sae phases.
+    num_permutations: B of the p-values.
+    linear_neurons: neurons explained (0: all of the layer's).
+    sae_features, sae_k, sae_batch, sae_steps: the SAE's F, k, batch rows
+      and training steps.
+    torch_images: files of the PyTorch side (its first ones).
+    torch_text_batch: concepts per PyTorch text batch.
+    isolate: run each phase in a fresh process (on an accelerator, needs
+      XLA_PYTHON_CLIENT_PREALLOCATE=false in this process's environment).
+    budget_s: no phase after the describe runs starts later than this.
     skip: phases to leave out (SKIPPABLE; without machine or decode there
       are no floors).
-    work_dir: where the JPEGs, caches and results go (default: a new
-      temporary directory), removed at the end unless keep_work.
+    work_dir: where the JPEGs, caches and results go; by default a new
+      temporary directory, removed at the end unless keep_work.
+    keep_work: keep the default temporary directory.
+
+  Raises:
+    ValueError: a bad clip, target_model, dtypes or skip (before any work).
   """
   if clip not in phases.CLIP_CONFIGS:
     raise ValueError(f"clip={clip!r}; allowed: {sorted(phases.CLIP_CONFIGS)}")
