@@ -11,17 +11,17 @@ evaluate_sae), streams (rows in bounded memory), labels (kernel labels of
 features and directions).
 """
 
-from jax_dissect.analyses._features.labels import label_directions
-from jax_dissect.analyses._features.labels import label_features
-from jax_dissect.analyses._features.labels import label_units
-from jax_dissect.analyses._features.labels import Labels
-from jax_dissect.analyses._features.labels import load_directions
-from jax_dissect.analyses._features.labels import project
-from jax_dissect.analyses._features.model import load_sae
-from jax_dissect.analyses._features.model import SparseAutoencoder
-from jax_dissect.analyses._features.training import evaluate_sae
-from jax_dissect.analyses._features.training import Options
-from jax_dissect.analyses._features.training import train_sae
+from jax_dissect.analyses.features.labels import label_directions
+from jax_dissect.analyses.features.labels import label_features
+from jax_dissect.analyses.features.labels import label_units
+from jax_dissect.analyses.features.labels import Labels
+from jax_dissect.analyses.features.labels import load_directions
+from jax_dissect.analyses.features.labels import project
+from jax_dissect.analyses.features.model import load_sae
+from jax_dissect.analyses.features.model import SparseAutoencoder
+from jax_dissect.analyses.features.training import evaluate_sae
+from jax_dissect.analyses.features.training import Options
+from jax_dissect.analyses.features.training import train_sae
 
 __all__ = ["Labels", "Options", "SparseAutoencoder", "evaluate_sae",
            "label_directions", "label_features", "label_units",
