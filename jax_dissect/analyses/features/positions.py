@@ -206,7 +206,7 @@ def plan(target: RunTarget, layers: Sequence[str], *, cache_positions: bool,
       raise ValueError(
           f"cache_positions: the per-position maps ({sizes}) need "
           f"{human_bytes(need)}, more than max_cache_gb="
-          f"{max_cache_bytes / 2**30:g}; raise it, choose fewer --layers, "
+          f"{max_cache_bytes / 2**30:.3g}; raise it, choose fewer --layers, "
           "or train without cache_positions")
     if cache is not None and need:
       free = shutil.disk_usage(cache.root).free
