@@ -122,7 +122,7 @@ def score_units(results: results_lib.Run, units: np.ndarray,
   p_values = np.full(u, np.nan)
   q_values = np.full(u, np.nan)
   active = labels.active
-  linear = None
+  linear = [("", float("nan"))] * u if settings.linear else None
   if active.any():
     idx = labels.index[active].astype(np.int64)
     act = units[:, active]
@@ -140,13 +140,10 @@ def score_units(results: results_lib.Run, units: np.ndarray,
       lin = linear_lib.linear_explanations(
           act, p, a=settings.presence_a, b=settings.presence_b,
           seed=settings.seed)
-      texts = iter([(_linear_text(results.concepts, lin.concepts[j],
-                                  lin.weights[j], int(lin.lengths[j])),
-                     float(lin.correlation[j]))
-                    for j in range(act.shape[1])])
-      linear = [next(texts) if a else ("", float("nan")) for a in active]
-  elif settings.linear:
-    linear = [("", float("nan"))] * u
+      for j, unit in enumerate(np.flatnonzero(active)):
+        linear[unit] = (_linear_text(results.concepts, lin.concepts[j],
+                                     lin.weights[j], int(lin.lengths[j])),
+                        float(lin.correlation[j]))
   return UnitScores(
       labels=labels, correlation=correlation, p_values=p_values,
       q_values=q_values, frequency=np.mean(units > 0, axis=0),

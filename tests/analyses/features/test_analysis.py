@@ -57,24 +57,25 @@ def test_features_beat_neurons_on_planted_superposition(planted_output, data):
   assert len(rows) == 128 and summary["num_features"] == 128
   assert summary["source"] == "pooled" and summary["trained"]
   # Measured: variance explained 0.78, mean correlation of the features
-  # ~0.4, of the neurons ~0.25; ~120 of 128 features with q < 0.05.
+  # 0.48, of the neurons 0.23; 127 of 128 features with q < 0.05; 58 of
+  # the 64 concepts named by a feature at correlation >= 0.5.
   assert summary["fraction_of_variance_explained"] > 0.6, summary
   assert summary["mean_l0"] <= 4 and summary["dead_fraction"] < 0.1
   assert summary["mean_correlation"] > summary[
-      "neuron_mean_correlation"] + 0.08, summary
-  assert summary["significant_fraction"] > 0.7, summary
-  assert len(_named(rows, data)) >= 16
+      "neuron_mean_correlation"] + 0.15, summary
+  assert summary["significant_fraction"] > 0.8, summary
+  assert len(_named(rows, data)) >= 40
 
 
 def test_null_shuffled_p_names_nothing(data, tmp_path):
-  """P's rows shuffled: the same SAE (loaded from the cache: A and the
-  options did not change) labels nothing significantly."""
+  """P's rows shuffled: the same SAE (same A, options and seed: training
+  is seeded) labels nothing significantly."""
   rng = np.random.default_rng(1)
   path = planted.write_run(tmp_path / "run", data,
                            p=data.p[rng.permutation(len(data.p))])
   out = analyses.run("features", results_lib.load_run(path), **OPTIONS)
   (summary,) = out.tables["features_summary"].rows
-  # Measured: mean correlation 0.03, 0 of 128 with q < 0.05.
+  # Measured: mean correlation 0.02, 0 of 128 with q < 0.05.
   assert abs(summary["mean_correlation"]) < 0.1, summary
   assert summary["significant_fraction"] < 0.1, summary
   assert not _named(out.tables["features"].rows, data)
@@ -206,7 +207,8 @@ def test_directions_are_labelled_with_their_concepts(data, planted_run,
   out = analyses.run("features", planted_run, sae=False, directions=str(path),
                      num_permutations=20)
   rows = out.tables["directions"].rows
-  assert sum(r["description"] == f"c{r['direction']}" for r in rows) <= 3
+  # Measured: 2 (chance: 1 of 64 each).
+  assert sum(r["description"] == f"c{r['direction']}" for r in rows) <= 5
 
 
 def test_linear_explanations_when_asked(world_run):
