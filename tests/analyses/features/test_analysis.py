@@ -217,3 +217,16 @@ def test_linear_explanations_when_asked(world_run):
   row = out.tables["features"].rows[0]
   assert tuple(row)[-2:] == analysis_lib.LINEAR_COLUMNS
   assert "mean_linear_correlation" in out.tables["features_summary"].rows[0]
+
+
+def test_a_damaged_saved_sae_is_trained_again(world_run, monkeypatch):
+  first = analyses.run("features", world_run, layers=("fc",), **SMALL)
+  path = first.tables["features_summary"].rows[0]["sae_file"]
+  with open(path, "r+b") as f:
+    f.truncate(100)
+  calls = _count_training(monkeypatch)
+  again = analyses.run("features", world_run, layers=("fc",), **SMALL)
+  assert len(calls) == 1 and again.tables["features_summary"].rows[0][
+      "trained"]
+  # Seeded: the same model as before.
+  assert again.tables["features"].rows == first.tables["features"].rows
