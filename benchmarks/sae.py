@@ -1,5 +1,8 @@
 """SAE training throughput: jax_dissect.features on 1 and n host devices
 against a straightforward PyTorch TopK SAE, same hyper-parameters, same CPU.
+(jax_dissect.features is the library of the analysis `features`,
+jax_dissect/analyses/features/; its training is what the analysis runs
+per layer.)
 
 Each measurement runs in a fresh spawned process (its own peak RSS):
 

@@ -75,7 +75,7 @@ MOVED = {
 # autoencoders and user directions, a stable path; they live with the
 # features analysis), and `jax_dissect.results`, 0.1's name of
 # jax_dissect.store.results, kept for one release.
-ALIASES = {"features": "jax_dissect.analyses._features",
+ALIASES = {"features": "jax_dissect.analyses.features",
            "results": "jax_dissect.store.results"}
 
 

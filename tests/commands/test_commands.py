@@ -111,6 +111,9 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
       "compositional": ["--layer=layer4", "--units=0,7", "--num_singles=5",
                         "--top_n=2"],
       "linear_explanations": ["--layer=layer4", "--max_length=3"],
+      # A small SAE (128 features) on layer4's pooled activations.
+      "features": ["--layers=layer4", "--expansion=0.25",
+                   "--training_rows=8192", "--num_permutations=10"],
       # Cheap plug-in models (tests/dnd_testing.py); tests/test_dnd_analysis.py
       # runs every stage with tiny Flax models.
       "dnd": ["--layer=layer4", "--units=0", "--selection=clip_dissect",
@@ -126,7 +129,8 @@ def test_every_analysis_on_the_readme_smoke_run(smoke_run):
   for f in ("evaluation.csv", "profile.png", "stability.csv",
             "explanation_scores.csv",
             "compositional.csv", "evaluate.outputs.json", "dnd.csv",
-            "linear_explanations.csv"):
+            "linear_explanations.csv", "features.csv",
+            "features_summary.json"):
     assert (analysis / f).exists(), f
   # The README's linear explanations command (its own script).
   proc = _run([os.path.join(REPO, "scripts", "linear_explanations.py"),

@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from tests.helpers import synthetic_run
+
 
 @dataclasses.dataclass
 class Planted:
@@ -88,3 +90,19 @@ def named_concepts(acts: np.ndarray, index: np.ndarray,
       named.add(int(m))
       hits += 1
   return len(named), hits / max(labelled, 1)
+
+
+def write_run(path, data: Planted, p: np.ndarray | None = None,
+              seed: int = 0) -> str:
+  """Writes planted rows as a describe_neurons run at `path` (one layer,
+  "layer", its neurons labelled with the real soft_wpmi kernel; concepts
+  c0..c{M-1}); `p` replaces the planted P (e.g. shuffled). Returns path."""
+  rng = np.random.default_rng(seed)
+  n, m = data.p.shape
+  world = {"concepts": [f"c{i}" for i in range(m)],
+           "image_ids": [f"img/{i:05d}.png" for i in range(n)],
+           "P": data.p if p is None else p,
+           "image_embeddings": rng.standard_normal((n, 8)).astype(np.float32),
+           "text_embeddings": rng.standard_normal((m, 8)).astype(np.float32),
+           "activations": {"layer": data.acts}}
+  return synthetic_run.write_results(str(path), world)

@@ -6,7 +6,7 @@ carries a little of every concept, so no neuron's label can name a concept
 its activation follows; an SAE trained with its default hyper-parameters
 separates them again, and its features' labels (codes vs P) name the
 planted concepts. The devices are set to 1 for speed (the 8-device
-equality is tested in test_features_training.py).
+equality is tested in test_training.py).
 """
 
 import numpy as np

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jax_dissect import features
-from jax_dissect.analyses._features import model
-from jax_dissect.analyses._features import streams
-from jax_dissect.analyses._features import training
+from jax_dissect.analyses.features import model
+from jax_dissect.analyses.features import streams
+from jax_dissect.analyses.features import training
 from tests.helpers import planted_features as planted
 
 # Parameters trained on 1 and on 8 devices differ by the rounding of the

@@ -46,8 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_dissect.analyses._features import model
-from jax_dissect.analyses._features import streams
+from jax_dissect.analyses.features import model
+from jax_dissect.analyses.features import streams
 from jax_dissect.runtime import data_parallel
 
 # Rows of training when `epochs` is not given, for sources of known size.

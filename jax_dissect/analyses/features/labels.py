@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jax_dissect import similarity
-from jax_dissect.analyses._features import model
+from jax_dissect.analyses.features import model
 
 DEFAULT_KERNEL = "soft_wpmi"
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from jax_dissect.analyses._features import model
+from jax_dissect.analyses.features import model
 
 
 def _rows(x: np.ndarray, what: str, width: int | None) -> np.ndarray:

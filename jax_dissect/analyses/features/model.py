@@ -27,6 +27,7 @@ import functools
 import json
 import os
 from typing import Any, Mapping
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -345,7 +346,8 @@ class SparseAutoencoder:
                            f"(format {meta.get('format')!r})")
         params = {n: np.array(data[n]) for n in PARAM_NAMES}
         mean = np.array(data["mean"])
-    except (OSError, KeyError, json.JSONDecodeError) as e:
+    except (OSError, KeyError, EOFError, json.JSONDecodeError,
+            zipfile.BadZipFile) as e:
       raise ValueError(f"cannot read a SparseAutoencoder from {path!r}: "
                        f"{type(e).__name__}") from None
     return cls(params=params, mean=mean, scale=meta["scale"], k=meta["k"],
