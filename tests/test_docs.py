@@ -7,13 +7,14 @@ A fenced block is one of:
 A runnable block right after the line `<!-- not run: REASON -->` is not
 run; the reason must say why (it needs the network, hub weights, a data set
 or a GPU, it takes too long here, ...). The blocks of one file run in
-order, so a block may use what an earlier one wrote; all files share one
-scratch copy of the repository in which the README's smoke run
-(results/smoke) has already been made, and `python` on PATH is this
-interpreter. The hub is switched off (HF_HUB_OFFLINE=1): a block that would
+order, so a block may use what an earlier one wrote (two files run at a
+time); all files share one scratch copy of the repository in which the
+README's smoke run (results/smoke) has already been made, and `python` on
+PATH is this interpreter. The hub is switched off (HF_HUB_OFFLINE=1): a block that would
 download fails here instead.
 """
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -184,18 +185,60 @@ def workspace(tmp_path_factory):
   return workdir, env
 
 
-@pytest.mark.parametrize("block", RUN_BLOCKS, ids=[b.name for b in RUN_BLOCKS])
-def test_block_runs(block, workspace, tmp_path):
-  workdir, env = workspace
+def _run_block(block, workdir, env, scratch):
+  """Runs one block; returns (exit status, stdout, stderr)."""
   if block.language == "python":
-    script = tmp_path / "block.py"
-    script.write_text(block.code, encoding="utf-8")
-    argv = [sys.executable, str(script)]
+    script = os.path.join(scratch, f"{block.line}.py")
+    with open(script, "w", encoding="utf-8") as f:
+      f.write(block.code)
+    argv = [sys.executable, script]
   else:
     argv = ["bash", "-e", "-o", "pipefail", "-c", block.code]
-  proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True,
-                        text=True, timeout=600, check=False)
-  assert proc.returncode == 0, (
-      f"{block.name} ({block.language}) failed with exit {proc.returncode}:"
-      f"\n{block.code}\n--- stdout ---\n{proc.stdout[-3000:]}"
-      f"\n--- stderr ---\n{proc.stderr[-5000:]}")
+  try:
+    proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+  except subprocess.TimeoutExpired as e:
+    return "timeout (600 s)", str(e.stdout or ""), str(e.stderr or "")
+  return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def block_results(workspace, request, tmp_path_factory):
+  """Runs the selected blocks: each file's in order, two files at a time
+  (the blocks are mostly single-threaded start-up and compilation, so two
+  lanes keep 2 cores busy). {block name: (status, stdout, stderr)}."""
+  workdir, env = workspace
+  selected = {item.callspec.params["block"].name
+              for item in request.session.items
+              if getattr(item, "callspec", None) is not None
+              and "block" in item.callspec.params}
+  files = {}
+  for block in RUN_BLOCKS:
+    if block.name in selected:
+      files.setdefault(block.path, []).append(block)
+  scratch = str(tmp_path_factory.mktemp("blocks"))
+
+  def run_file(blocks):
+    out = {}
+    for block in blocks:
+      sub = os.path.join(scratch, block.path.replace("/", "_"))
+      os.makedirs(sub, exist_ok=True)
+      out[block.name] = _run_block(block, workdir, env, sub)
+    return out
+
+  results = {}
+  # Files with more blocks first, so the two lanes end close together.
+  order = sorted(files.values(), key=len, reverse=True)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    for out in pool.map(run_file, order):
+      results.update(out)
+  return results
+
+
+@pytest.mark.parametrize("block", RUN_BLOCKS, ids=[b.name for b in RUN_BLOCKS])
+def test_block_runs(block, block_results):
+  status, stdout, stderr = block_results[block.name]
+  assert status == 0, (
+      f"{block.name} ({block.language}) failed with exit {status}:"
+      f"\n{block.code}\n--- stdout ---\n{stdout[-3000:]}"
+      f"\n--- stderr ---\n{stderr[-5000:]}")
