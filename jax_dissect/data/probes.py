@@ -30,6 +30,8 @@ from jax_dissect.store import integrity
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
                     ".tiff", ".ppm", ".pgm")
 FINGERPRINTS = ("stat", "content")
+# The photos of Broden's images/ folder (its masks are .png files).
+BRODEN_EXTENSIONS = (".jpg", ".jpeg")
 
 
 class ProbeSet(abc.ABC):
@@ -116,7 +118,8 @@ class ImageFolder(ProbeSet):
   """
 
   def __init__(self, root: str, fingerprint: str = "stat",
-               digests: FileDigests | None = None):
+               digests: FileDigests | None = None,
+               extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
       raise ValueError(f"image folder {root!r} does not exist or is not a "
@@ -128,12 +131,12 @@ class ImageFolder(ProbeSet):
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
       dirnames.sort()
       paths.extend(os.path.join(dirpath, f) for f in filenames
-                   if f.lower().endswith(IMAGE_EXTENSIONS)
+                   if f.lower().endswith(extensions)
                    and not f.startswith("."))
     paths.sort()
     if not paths:
       raise ValueError(f"image folder {root!r} holds no images (looked "
-                       f"recursively for {', '.join(IMAGE_EXTENSIONS)})")
+                       f"recursively for {', '.join(extensions)})")
     self.root = root
     self.paths = paths
     self.fingerprint_mode = fingerprint
@@ -381,7 +384,10 @@ def make_probe_set(spec: str, *, tfds_data_dir: str | None = None,
     if not broden_dir:
       raise ValueError("d_probe 'broden' needs --broden_dir (a folder of "
                        "Broden images)")
-    return ImageFolder(broden_dir, **folder_kw)
+    # Broden keeps segmentation masks as .png beside its .jpg photos; the
+    # original CLIP-Dissect deletes every .png (dlbroden.sh), so its probe
+    # set is the .jpg files.
+    return ImageFolder(broden_dir, extensions=BRODEN_EXTENSIONS, **folder_kw)
   if spec.startswith("folder:"):
     return ImageFolder(spec[len("folder:"):], **folder_kw)
   if spec.startswith("tfds:"):

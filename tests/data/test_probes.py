@@ -174,3 +174,19 @@ def test_tfds_probe_set_reads_array_record(tmp_path):
   assert probe.fingerprint() == data_lib.make_probe_set(
       "tfds:tiny_probe:test", tfds_data_dir=str(tmp_path / "tfds")
       ).fingerprint()
+
+
+def test_broden_probe_set_is_its_photos_not_its_masks(tmp_path):
+  """Broden's images/ holds segmentation masks (.png) beside the photos
+  (.jpg); the original program deletes the .png files, so the probe set is
+  the .jpg files only. A plain folder keeps every image."""
+  images = tmp_path / "broden1_224" / "images"
+  for sub, names in (("ade20k", ["a.jpg", "a_color.png", "a_object.png"]),
+                     ("dtd", ["b.jpg"]), ("pascal", ["c.jpg", "c_part_1.png"])):
+    (images / sub).mkdir(parents=True)
+    for name in names:
+      Image.new("RGB", (8, 8)).save(images / sub / name)
+  broden = data_lib.make_probe_set("broden", broden_dir=str(images))
+  assert broden.ids == ["ade20k/a.jpg", "dtd/b.jpg", "pascal/c.jpg"]
+  folder = data_lib.make_probe_set(f"folder:{images}")
+  assert len(folder.ids) == 6
