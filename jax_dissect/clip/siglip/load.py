@@ -323,8 +323,9 @@ class Siglip:
         compute_dtype=self.compute_dtype))
 
 
-def _check_tokenizer(tokenizer: Any, cfg: config_lib.SiglipConfig,
-                     name: str) -> None:
+def check_tokenizer(tokenizer: Any, cfg: config_lib.SiglipConfig,
+                    name: str) -> None:
+  """One-line SiglipLoadError if the tokenizer's ids exceed the vocabulary."""
   top = max(tokenizer.get_vocab().values())
   if top >= cfg.text.vocab_size:
     raise SiglipLoadError(
@@ -363,7 +364,7 @@ def load(name: str | os.PathLike, *, tokenizer: Any = None,
   if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
     tokenizer = load_tokenizer(os.fspath(tokenizer or name), cfg.model_type,
                                hub_kwargs)
-  _check_tokenizer(tokenizer, cfg, name)
+  check_tokenizer(tokenizer, cfg, name)
   pre_path = _fetch(name, PREPROCESSOR, hub_kwargs)
   if pre_path is None:
     logging.warning("%s has no %s; using the image processor's defaults",
