@@ -77,6 +77,8 @@ def to_state_dict(params: Any, cfg: config_lib.SiglipConfig
       key = f"{prefix}.embeddings.patch_embedding.weight"
       array = (value.reshape(p * p * c, d).T if cfg.model_type == "siglip2"
                else value.transpose(3, 2, 0, 1))
+    elif rest == ("patch_embedding", "bias"):
+      key, array = f"{prefix}.embeddings.patch_embedding.bias", value
     elif rest == ("position_embedding",):
       key, array = f"{prefix}.embeddings.position_embedding.weight", value
     elif rest == ("token_embedding", "embedding"):
@@ -93,8 +95,10 @@ def to_state_dict(params: Any, cfg: config_lib.SiglipConfig
     out[key] = np.ascontiguousarray(array)
   for kind, parts in head_qkv.items():
     if parts:
-      out[f"vision_model.head.attention.in_proj_{kind}"] = np.concatenate(
-          [parts[name] for name in ("q_proj", "k_proj", "v_proj")])
+      # C order: safetensors writes an array's buffer as it lies.
+      out[f"vision_model.head.attention.in_proj_{kind}"] = (
+          np.ascontiguousarray(np.concatenate(
+              [parts[name] for name in ("q_proj", "k_proj", "v_proj")])))
   return out
 
 
