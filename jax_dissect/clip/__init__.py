@@ -11,7 +11,8 @@ concepts, and the matrix P.
                      run's backbone)
   siglip/            SigLIP / SigLIP 2 towers in Flax, loader, saver and
                      SiglipEmbedder
-  cache_keys.py      the cache keys of the embeddings and of P
+  cached.py          P of a backbone through the cache, with the keys
+                     describe_neurons uses
   concept_matrix.py  P = cos(image embedding, text embedding)
   text_embed.py      text embedders of the analyses (CLIP, sentence models)
 
@@ -22,6 +23,7 @@ concepts, and the matrix P.
 
 from jax_dissect.clip.concept_matrix import concept_activations
 from jax_dissect.clip.concept_matrix import write_concept_activations
+from jax_dissect.clip.embedder import check_backbone
 from jax_dissect.clip.embedder import clip_transform
 from jax_dissect.clip.embedder import ClipEmbedder
 from jax_dissect.clip.embedder import load_backbone
@@ -39,6 +41,7 @@ from jax_dissect.clip.tokenizer import tokenizer_dir_from_bpe
 
 __all__ = [
     "DEFAULT_MODEL", "ClipEmbedder", "ClipLoadError", "Embedder",
+    "check_backbone",
     "MODEL_TYPES", "SiglipEmbedder", "build_clip_tokenizer",
     "bytes_to_unicode", "clip_transform", "concept_activations",
     "load_backbone", "load_embedder", "load_run_embedder",

@@ -37,6 +37,7 @@ from jax_dissect.clip import embedder_base
 from jax_dissect.clip import loading
 from jax_dissect.clip import tokenizer as tokenizer_lib
 from jax_dissect.clip.siglip import embedder as siglip_embedder
+from jax_dissect.clip.siglip import load as siglip_load
 from jax_dissect.data import preprocess
 from jax_dissect.runtime import data_parallel
 from jax_dissect.runtime import hub
@@ -80,6 +81,25 @@ def load_backbone(name: str | os.PathLike, *,
   if model_type == "clip":
     return ClipEmbedder.from_pretrained(name, **kwargs)
   return siglip_embedder.SiglipEmbedder.from_pretrained(name, **kwargs)
+
+
+def check_backbone(name: str | os.PathLike,
+                   hub_kwargs: Mapping[str, Any] | None = None) -> str:
+  """A checkpoint's model_type, checked before its weights are read: a
+  supported architecture and, in a local directory, the tokenizer's files.
+
+  Raises:
+    ClipLoadError / siglip load.SiglipLoadError: one line (the supported
+      architectures, or the tokenizer file expected).
+  """
+  name = os.fspath(name)
+  model_type = loading.read_model_type(name, hub_kwargs)
+  if os.path.isdir(name):
+    if model_type == "clip":
+      loading.check_tokenizer_files(name)
+    else:
+      siglip_load.check_tokenizer_files(name, model_type)
+  return model_type
 
 
 def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,

@@ -65,6 +65,8 @@ DOCUMENTED_PRESENCE = {
 # (a seeded sample).
 PRESENCE_TOP_FRACTION = 0.01
 PRESENCE_FIT_IMAGES = 2048
+# Label smoothing of the fit when P separates the pseudo-labels.
+PRESENCE_SMOOTHING = 0.01
 # Fewest held-out images a split may leave.
 MIN_HELDOUT = 10
 # Neurons per chunk of the simulation scores.
@@ -203,16 +205,25 @@ def fit_presence_params(concept_activations: Any, presence: Any, *,
     raise ValueError("presence is perfectly separated by "
                      "concept_activations (a threshold on P splits present "
                      "from absent); no finite a, b fit")
+  return _logistic_fit(p, yj, max_iter=max_iter, tol=tol)
+
+
+def _logistic_fit(p: jax.Array, y: jax.Array, *, max_iter: int = 100,
+                  tol: float = 1e-5) -> tuple[float, float]:
+  """a, b maximising sum y log C + (1 - y) log(1 - C), C = sigmoid(a (P +
+  b)), for targets y in [0, 1] (Newton's method with step halving on
+  standardized P)."""
   mu = float(jnp.mean(p))
   sd = float(jnp.std(p))
   if sd == 0:
     raise ValueError("concept_activations is constant; a and b cannot be "
                      "fitted")
   pz = (p - mu) / sd
-  theta = np.array([1.0, math.log(positives / (y.size - positives))])
+  rate = float(jnp.mean(y))
+  theta = np.array([1.0, math.log(rate / (1.0 - rate))])
 
   def moments(t):
-    return np.asarray(_logistic_moments(pz, yj, jnp.float32(t[0]),
+    return np.asarray(_logistic_moments(pz, y, jnp.float32(t[0]),
                                         jnp.float32(t[1])), np.float64)
 
   mom = moments(theta)
@@ -263,8 +274,8 @@ def presence_pseudo_labels(concept_activations: Any, top_fraction: float
 
 def fit_presence_from_p(concept_activations: Any, *,
                         top_fraction: float = PRESENCE_TOP_FRACTION,
-                        max_images: int = PRESENCE_FIT_IMAGES, seed: int = 0
-                        ) -> tuple[float, float]:
+                        max_images: int = PRESENCE_FIT_IMAGES, seed: int = 0,
+                        smoothing: float = 0.0) -> tuple[float, float]:
   """a, b of C = sigmoid(a (P + b)) fitted to a backbone's own P, no labels.
 
   Each image's top `top_fraction` of the concepts by P are taken as its
@@ -281,13 +292,18 @@ def fit_presence_from_p(concept_activations: Any, *,
     top_fraction: share of concepts present per image (0, 1).
     max_images: images used at most.
     seed: of the image sample.
+    smoothing: fit targets y (1 - 2 smoothing) + smoothing instead of the
+      0/1 pseudo-labels: a finite fit even where P separates them (as it
+      does when every image ranks the concepts alike, e.g. a random
+      backbone); 0 fits the labels themselves.
 
   Returns:
     (a, b) floats.
 
   Raises:
     ValueError: P not 2-D, top_fraction marking no or every concept, or
-      the fit failing (see fit_presence_params).
+      the fit failing (see fit_presence_params; with smoothing=0 a P that
+      separates the pseudo-labels).
   """
   if not 0.0 < top_fraction < 1.0:
     raise ValueError(f"top_fraction={top_fraction!r} must be in (0, 1)")
@@ -302,7 +318,15 @@ def fit_presence_from_p(concept_activations: Any, *,
     rows = np.sort(np.random.default_rng(seed).choice(
         p.shape[0], max_images, replace=False))
   p = np.asarray(p[rows], np.float32)
-  return fit_presence_params(p, presence_pseudo_labels(p, top_fraction))
+  labels = presence_pseudo_labels(p, top_fraction)
+  if not smoothing:
+    return fit_presence_params(p, labels)
+  if not 0.0 < smoothing < 0.5:
+    raise ValueError(f"smoothing={smoothing!r} must be in [0, 0.5)")
+  targets = labels * (1.0 - 2.0 * smoothing) + smoothing
+  return _logistic_fit(_as_matrix(p, "concept_activations",
+                                  "N images, M concepts"),
+                       jnp.asarray(targets, jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,9 +338,10 @@ class PresenceParams:
     b: offset.
     source: "documented" (DOCUMENTED_PRESENCE), "fitted" (from the
       backbone's own P), "given" (options), or "default" (the documented
-      CLIP values, when a fit was impossible).
+      CLIP values, when no fit was possible: a constant P).
     backbone: the backbone's name ("" for a P given as a file).
-    note: why a fit fell back to the default, else "".
+    note: how a fit was made if not plainly (smoothed labels), or why it
+      fell back to the default; else "".
   """
   a: float
   b: float
@@ -342,8 +367,9 @@ class PresenceParams:
 def presence_params_for(backbone: str, concept_activations: Any = None, *,
                         seed: int = 0) -> PresenceParams:
   """The presence parameters of a backbone: documented ones, else fitted
-  to its own P (`fit_presence_from_p`), else (no fit possible) the default
-  with a note saying why.
+  to its own P (`fit_presence_from_p`; to smoothed pseudo-labels where P
+  separates them), else (no fit possible) the default with a note saying
+  why.
 
   Args:
     backbone: the backbone's name (clip_model), or "" for a P of unknown
@@ -357,12 +383,22 @@ def presence_params_for(backbone: str, concept_activations: Any = None, *,
   if concept_activations is None:
     raise ValueError(f"backbone {backbone!r} has no documented presence "
                      "parameters; its P is needed to fit them")
+  note = ""
   try:
-    a, b = fit_presence_from_p(concept_activations, seed=seed)
+    try:
+      a, b = fit_presence_from_p(concept_activations, seed=seed)
+    except ValueError as e:
+      if "separated" not in str(e):
+        raise
+      a, b = fit_presence_from_p(concept_activations, seed=seed,
+                                 smoothing=PRESENCE_SMOOTHING)
+      note = (f"P separates the pseudo-labels (every image ranks its top "
+              f"concepts alike); fitted to labels smoothed by "
+              f"{PRESENCE_SMOOTHING:g}")
   except ValueError as e:
     return PresenceParams(DEFAULT_PRESENCE_A, DEFAULT_PRESENCE_B, "default",
                           backbone, note=f"fit failed: {e}"[:300])
-  return PresenceParams(a, b, "fitted", backbone)
+  return PresenceParams(a, b, "fitted", backbone, note)
 
 
 def run_backbone(config: dict[str, Any]) -> str:

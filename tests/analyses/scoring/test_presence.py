@@ -86,11 +86,22 @@ def test_presence_params_for_documented_fitted_and_fallback():
       fitted)
   with pytest.raises(ValueError, match="P is needed"):
     scoring.presence_params_for("some/model")
-  # A P whose every image ranks the concepts alike (separable): no finite
-  # fit; the default values with a note saying so.
+  # A P whose every image ranks the concepts alike (as a random backbone's
+  # does) separates its pseudo-labels: no finite plain fit, so smoothed
+  # labels: a finite, increasing C whose mean is the targets' (the
+  # intercept's estimating equation), 1/50 smoothed by 0.01.
   ordered = np.tile(np.linspace(0, 1, 50, dtype=np.float32), (20, 1))
-  fallback = scoring.presence_params_for("some/model", ordered)
-  assert fallback.source == "default" and "separated" in fallback.note
+  with pytest.raises(ValueError, match="separated"):
+    scoring.fit_presence_from_p(ordered)
+  smooth = scoring.presence_params_for("some/model", ordered)
+  assert smooth.source == "fitted" and "smoothed by 0.01" in smooth.note
+  assert smooth.a > 0 and np.isfinite(smooth.b)
+  c = scoring.concept_presence(ordered, smooth.a, smooth.b)
+  assert c.mean() == pytest.approx(0.01 + 0.98 / 50, rel=1e-3)
+  # Only a constant P cannot be fitted: the default, with the reason.
+  fallback = scoring.presence_params_for("some/model",
+                                         np.ones((20, 50), np.float32))
+  assert fallback.source == "default" and "constant" in fallback.note
   assert (fallback.a, fallback.b) == (58.0, -0.25)
 
 
