@@ -18,6 +18,8 @@ gives the labels the analysis reported.
 import logging as py_logging
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ from jax_dissect.analyses.backbones import compare
 from jax_dissect.analyses.evaluate import metrics as evaluate_lib
 from jax_dissect.analyses.scoring import simulation as scoring
 from jax_dissect.store import results as results_lib
+from tests import helpers
 from tests.helpers import pipeline_config
 from tests.helpers import siglip as siglip_testing
 from tests.helpers import synthetic_run as synth
@@ -266,3 +269,37 @@ def test_bad_options_are_one_line(world, tmp_path):
                    encoding="utf-8")
   assert "not in the run's concept set" in error(
       backbones=(world["siglip"],), class_names=str(other))
+
+
+def test_command_line(world, tmp_path):
+  """scripts/analyze.py --analysis=backbones: the summary lines, files and
+  manifest; a bad backbone is one `error:` line."""
+  script = os.path.join(helpers.REPO, "scripts", "analyze.py")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out_dir = tmp_path / "analysis"
+  proc = subprocess.run(
+      [sys.executable, script, "--analysis=backbones",
+       f"--results_dir={world['run'].path}", f"--out_dir={out_dir}",
+       f"--backbones={world['siglip']}", "--layers=fc"],
+      cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  assert lines[0].startswith("random fc: agreement 1.000, mean correlation")
+  assert lines[1].startswith(f"{world['siglip']} fc: agreement")
+  for name in ("backbones.csv", "backbones.json", "backbones.png",
+               "backbone_labels.csv", "backbones_info.json",
+               "backbones.outputs.json"):
+    assert (out_dir / name).exists(), name
+  vit = shutil.copytree(world["siglip"], tmp_path / "vit")
+  text = (vit / "config.json").read_text().replace('"siglip"', '"vit"')
+  (vit / "config.json").write_text(text)
+  proc = subprocess.run(
+      [sys.executable, script, "--analysis=backbones",
+       f"--results_dir={world['run'].path}", f"--backbones={vit}"],
+      cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: unsupported architecture model_type='vit'")
+  assert "clip, siglip, siglip2" in last
