@@ -193,8 +193,11 @@ def plot(rows: Sequence[dict[str, Any]], path: str) -> str:
     ax.set_title(title, fontsize=9)
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set_xticks(x, layers, rotation=30, ha="right", fontsize=8)
-  axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
+  handles, names = axes[0][0].get_legend_handles_labels()
+  columns = min(len(backbones), 3)
+  fig.legend(handles, names, loc="lower center", ncol=columns, fontsize=7)
+  rows_of_legend = -(-len(backbones) // columns)
+  fig.tight_layout(rect=(0, 0.06 * rows_of_legend + 0.02, 1, 1))
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
