@@ -21,7 +21,6 @@ import jax
 import numpy as np
 
 from configs import shared_data
-
 from jax_dissect.data import preprocess
 from jax_dissect.models import capture as activations
 from jax_dissect.models import convert

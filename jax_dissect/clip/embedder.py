@@ -1,52 +1,105 @@
-"""CLIP image and text embeddings with FlaxCLIPModel.
+"""CLIP image and text embeddings with FlaxCLIPModel, and the run's backbone.
 
 `ClipEmbedder` wraps a Hugging Face FlaxCLIPModel, its parameters and a
-CLIPTokenizerFast, and runs both towers data parallel over local devices:
+CLIPTokenizerFast (the shared machinery, data parallel over local devices,
+is jax_dissect.clip.embedder_base.Embedder):
 
   clip = ClipEmbedder.from_pretrained("openai/clip-vit-base-patch16")
   image_emb = clip.embed_images(paths)           # (N, D) float32, unit norm
   text_emb = clip.embed_texts(concept_set.texts())  # (M, D)
   p = concept_matrix.concept_activations(image_emb, text_emb)   # (N, M)
 
-`load_embedder` builds the CLIP a run's options name (hub id, local
-directory or random); loading itself is jax_dissect.clip.loading. Nothing
-here needs torch (except reading a pytorch_model.bin); the command-line
-entry points set USE_TORCH=0 before transformers is imported unless a
-command needs PyTorch.
+`load_backbone` loads a CLIP or a SigLIP / SigLIP 2 checkpoint by its
+config.json's model_type (jax_dissect.clip.loading.read_model_type):
+"clip" (OpenAI's, and OpenCLIP checkpoints published in Hugging Face CLIP
+format, any widths and activation) -> ClipEmbedder; "siglip" / "siglip2" ->
+jax_dissect.clip.siglip.embedder.SiglipEmbedder; both have the Embedder
+interface. `load_embedder` builds the backbone a run's options name (hub
+id, local directory or a random CLIP). Nothing here needs torch (except
+reading a pytorch_model.bin); the command-line entry points set USE_TORCH=0
+before transformers is imported unless a command needs PyTorch.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import hashlib
-import itertools
-import json
 import os
 import tempfile
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence, TYPE_CHECKING
+from typing import Any, Mapping, Sequence, TYPE_CHECKING
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
+from jax_dissect.clip import embedder_base
 from jax_dissect.clip import loading
 from jax_dissect.clip import tokenizer as tokenizer_lib
-from jax_dissect.data import loader
+from jax_dissect.clip.siglip import embedder as siglip_embedder
+from jax_dissect.clip.siglip import load as siglip_load
 from jax_dissect.data import preprocess
 from jax_dissect.runtime import data_parallel
 from jax_dissect.runtime import hub
 from jax_dissect.runtime import precision
-from jax_dissect.runtime import progress as progress_lib
 
 if TYPE_CHECKING:
   import transformers
 
 DEFAULT_MODEL = loading.DEFAULT_MODEL
-_PROGRESS_EVERY_S = 10.0
+Embedder = embedder_base.Embedder
+
+
+def load_backbone(name: str | os.PathLike, *,
+                  tokenizer: Any = None, revision: str | None = None,
+                  cache_dir: str | os.PathLike | None = None,
+                  local_files_only: bool = False,
+                  devices: data_parallel.Devices = None,
+                  compute_dtype: str = precision.DEFAULT) -> Embedder:
+  """A CLIP or SigLIP checkpoint as an Embedder, by its config.json.
+
+  Args:
+    name: hub id or local directory (save_pretrained of the model and its
+      tokenizer / processor).
+    tokenizer: a tokenizer, or a directory/hub id to load one from; None
+      loads the checkpoint's own.
+    revision, cache_dir, local_files_only: for the hub.
+    devices, compute_dtype: see ClipEmbedder / SiglipEmbedder.
+
+  Raises:
+    ClipLoadError: (one line) no such directory, no config.json, an
+      unreachable hub, or a model_type other than clip, siglip, siglip2
+      (naming those); and the loaders' one-line errors (a missing
+      tokenizer names the file it needs).
+  """
+  name = os.fspath(name)
+  hub_kwargs = {"revision": revision, "cache_dir": cache_dir,
+                "local_files_only": local_files_only}
+  model_type = loading.read_model_type(name, hub_kwargs)
+  kwargs = {"tokenizer": tokenizer, **hub_kwargs, "devices": devices,
+            "compute_dtype": compute_dtype}
+  if model_type == "clip":
+    return ClipEmbedder.from_pretrained(name, **kwargs)
+  return siglip_embedder.SiglipEmbedder.from_pretrained(name, **kwargs)
+
+
+def check_backbone(name: str | os.PathLike,
+                   hub_kwargs: Mapping[str, Any] | None = None) -> str:
+  """A checkpoint's model_type, checked before its weights are read: a
+  supported architecture and, in a local directory, the tokenizer's files.
+
+  Raises:
+    ClipLoadError / siglip load.SiglipLoadError: one line (the supported
+      architectures, or the tokenizer file expected).
+  """
+  name = os.fspath(name)
+  model_type = loading.read_model_type(name, hub_kwargs)
+  if os.path.isdir(name):
+    if model_type == "clip":
+      loading.check_tokenizer_files(name)
+    else:
+      siglip_load.check_tokenizer_files(name, model_type)
+  return model_type
 
 
 def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
@@ -54,12 +107,13 @@ def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
                   config_overrides: Mapping[str, Any] | None = None,
                   work_dir: str | os.PathLike | None = None,
                   devices: data_parallel.Devices = None,
-                  compute_dtype: str = precision.DEFAULT) -> "ClipEmbedder":
-  """The CLIP a run's options name (describe_neurons' clip_* options).
+                  compute_dtype: str = precision.DEFAULT) -> Embedder:
+  """The backbone a run's options name (describe_neurons' clip_* options).
 
   Args:
-    model: a hub id or local directory, or "random" for a seeded random
-      CLIP (offline smoke runs).
+    model: a hub id or local directory of a CLIP or SigLIP / SigLIP 2
+      checkpoint (the architecture comes from its config.json), or
+      "random" for a seeded random CLIP (offline smoke runs).
     seed: seed of the random weights (model="random").
     tokenizer: for model="random": a saved tokenizer directory, or OpenAI's
       bpe_simple_vocab_16e6.txt.gz (built once into `work_dir`).
@@ -70,11 +124,11 @@ def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
     compute_dtype: "float32", "bfloat16" or "float16" for both towers.
 
   Returns:
-    The ClipEmbedder.
+    The ClipEmbedder or SiglipEmbedder.
   """
   kwargs = {"devices": devices, "compute_dtype": compute_dtype}
   if model != "random":
-    return ClipEmbedder.from_pretrained(model, **kwargs)
+    return load_backbone(model, **kwargs)
   tokenizer = os.fspath(tokenizer)
   if not tokenizer:
     raise ValueError("clip_model='random' needs clip_tokenizer: a saved CLIP "
@@ -89,13 +143,14 @@ def load_embedder(model: str = DEFAULT_MODEL, *, seed: int = 0,
                              tokenizer_dir=tokenizer, **kwargs)
 
 
-def load_run_embedder(run_config: Mapping[str, Any]) -> "ClipEmbedder":
-  """The CLIP a describe_neurons run used, rebuilt from its config.json.
+def load_run_embedder(run_config: Mapping[str, Any]) -> Embedder:
+  """The backbone a describe_neurons run used, rebuilt from its config.json.
 
-  Hub ids, local directories and random CLIPs (same config, seed and
-  tokenizer) alike, in the run's compute dtype, so new embeddings land in
-  the same space as the run's cached ones. A tokenizer built from a BPE
-  file is kept in the run's activation_dir when that directory exists.
+  Hub ids, local directories (CLIP or SigLIP) and random CLIPs (same
+  config, seed and tokenizer) alike, in the run's compute dtype, so new
+  embeddings land in the same space as the run's cached ones. A tokenizer
+  built from a BPE file is kept in the run's activation_dir when that
+  directory exists.
 
   Args:
     run_config: the run's options (results.Run.config): clip_model,
@@ -114,7 +169,7 @@ def load_run_embedder(run_config: Mapping[str, Any]) -> "ClipEmbedder":
 
 
 # ---------------------------------------------------------------------------
-# Embedding.
+# CLIP.
 
 
 def clip_transform(image_size: int) -> preprocess.ImageTransform:
@@ -123,18 +178,6 @@ def clip_transform(image_size: int) -> preprocess.ImageTransform:
   of image_size, CLIP mean/std."""
   return dataclasses.replace(preprocess.CLIP_EVAL, resize=image_size,
                              crop=image_size)
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-  x = x.astype(jnp.float32)
-  norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-  return x / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny)
-
-
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-  it = iter(items)
-  while chunk := list(itertools.islice(it, size)):
-    yield chunk
 
 
 def _length_bucket(length: int, max_length: int) -> int:
@@ -148,7 +191,7 @@ def _length_bucket(length: int, max_length: int) -> int:
   return min(-(-length // 16) * 16, max_length)
 
 
-class ClipEmbedder:
+class ClipEmbedder(embedder_base.Embedder):
   """CLIP image/text embeddings (L2-normalised float32) with FlaxCLIPModel.
 
   Batches of images or texts run data parallel over the embedder's local
@@ -156,22 +199,19 @@ class ClipEmbedder:
   computes one batch per device, padded to the batch size, so embeddings
   are the same bit for bit on any number of devices). With compute_dtype
   bfloat16 or float16 the towers run in that dtype (parameters cast once);
-  embeddings are float32 either way.
+  embeddings are float32 either way. Texts are padded per batch to a
+  length bucket (`_length_bucket`) with an attention mask.
 
-  Attributes:
-    name: hub id, local directory or "random(...)" this model came from.
+  Attributes (besides embedder_base.Embedder's):
     model: the transformers FlaxCLIPModel (its params are held separately),
       computing in `compute_dtype`.
-    params: the model's parameter pytree (in `compute_dtype`, replicated on
-      every device of `data_parallel`).
-    compute_dtype: "float32", "bfloat16" or "float16".
-    data_parallel: the data_parallel.DataParallel batches are split over.
-    tokenizer: the CLIPTokenizerFast.
     transform: image preprocessing (CLIP_EVAL at the config's image size).
-    embed_dim: D, the size of both embeddings (config.projection_dim).
-    image_size: side of the square model input in pixels.
+    embed_dim: config.projection_dim.
     max_length: tokens per text, special tokens included (77 for CLIP).
   """
+
+  model_type = "clip"
+  kind = "CLIP"
 
   def __init__(self, model: Any, params: Any,
                tokenizer: transformers.PreTrainedTokenizerBase, name: str,
@@ -194,16 +234,12 @@ class ClipEmbedder:
         for a bad `devices` or `compute_dtype`.
     """
     self.name = name
-    self.compute_dtype = precision.check(compute_dtype)
-    if compute_dtype != precision.DEFAULT:
+    if precision.check(compute_dtype) != precision.DEFAULT:
       model = type(model)(model.config, dtype=precision.dtype(compute_dtype),
                           _do_init=False)
     self.model = model
     self.tokenizer = tokenizer
-    self.data_parallel = data_parallel.DataParallel(devices)
-    self.params = self.data_parallel.replicate(precision.cast_floating(
-        jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params),
-        compute_dtype))
+    self._set_devices(params, devices, compute_dtype)
     config = model.config
     self.embed_dim = int(config.projection_dim)
     self.image_size = int(config.vision_config.image_size)
@@ -212,7 +248,6 @@ class ClipEmbedder:
     if 0 < getattr(tokenizer, "model_max_length", 0) < self.max_length:
       self.max_length = int(tokenizer.model_max_length)
     self._check_tokenizer()
-    self._identity = None
     self._image_fn = jax.jit(self._image_features)
     self._text_fn = jax.jit(self._text_features)
 
@@ -335,165 +370,29 @@ class ClipEmbedder:
   def config(self) -> transformers.CLIPConfig:
     return self.model.config
 
-  def identity(self) -> str:
-    """A cache key: "<name>@<sha256 prefix>" of weights, config, tokenizer,
-    preprocessing and compute dtype, so equal keys mean equal embeddings.
-
-    float32 keys are those of versions before the compute_dtype option.
-    """
-    if self._identity is None:
-      h = hashlib.sha256()
-      leaves = jax.tree_util.tree_leaves_with_path(self.params)
-      for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(
-          kv[0])):
-        arr = np.asarray(jax.device_get(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}{arr.dtype}{arr.shape}".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-      text, vision = self.config.text_config, self.config.vision_config
-      arch = {k: getattr(c, k) for c in (text, vision)
-              for k in ("hidden_act", "layer_norm_eps", "num_attention_heads")}
-      arch.update(text_eos=text.eos_token_id, max_length=self.max_length,
-                  transform=self.transform.identity())
-      if self.compute_dtype != precision.DEFAULT:
-        arch.update(compute_dtype=self.compute_dtype)
-      h.update(json.dumps(arch, sort_keys=True, default=str).encode())
-      backend = getattr(self.tokenizer, "backend_tokenizer", None)
-      h.update((backend.to_str() if backend is not None else
-                json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
-                ).encode())
-      self._identity = f"{self.name}@{h.hexdigest()[:16]}"
-    return self._identity
-
-  # -- images ---------------------------------------------------------------
+  def _identity_parts(self) -> dict[str, Any]:
+    """float32 keys are those of versions before the compute_dtype option,
+    and keys are those of versions before SigLIP (same parts)."""
+    text, vision = self.config.text_config, self.config.vision_config
+    arch = {k: getattr(c, k) for c in (text, vision)
+            for k in ("hidden_act", "layer_norm_eps", "num_attention_heads")}
+    arch.update(text_eos=text.eos_token_id, max_length=self.max_length,
+                transform=self.transform.identity())
+    if self.compute_dtype != precision.DEFAULT:
+      arch.update(compute_dtype=self.compute_dtype)
+    return arch
 
   def _image_features(self, params, pixels: jax.Array) -> jax.Array:
     # FlaxCLIPModel takes NCHW and transposes back to NHWC; XLA cancels both.
     features = self.model.get_image_features(
         jnp.transpose(pixels, (0, 3, 1, 2)), params=params)
-    return _l2_normalize(features)
-
-  def preprocess(self, image: Any) -> np.ndarray:
-    """One image (path, PIL image or uint8 array) -> (S, S, 3) float32."""
-    if isinstance(image, (str, os.PathLike)):
-      image = preprocess.load_rgb(image)
-    elif not isinstance(image, (Image.Image, np.ndarray)):
-      raise ValueError(
-          f"images must be file paths, PIL images or uint8 arrays; got "
-          f"{type(image).__name__}")
-    return self.transform(image)
-
-  def embed_pixels(self, pixels: np.ndarray, batch_size: int = 64
-                   ) -> np.ndarray:
-    """Embeds preprocessed images.
-
-    Args:
-      pixels: (N, S, S, 3) float32, already through `self.transform`.
-      batch_size: images per jitted call.
-
-    Returns:
-      (N, D) float32, rows of unit norm.
-    """
-    pixels = np.asarray(pixels, np.float32)
-    self._check_pixels(pixels)
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    return self.embed_batches(
-        (pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)),
-        batch_size=batch_size, num_images=len(pixels))
-
-  def _check_pixels(self, pixels: np.ndarray) -> None:
-    want = (self.image_size, self.image_size, 3)
-    if pixels.ndim != 4 or pixels.shape[1:] != want:
-      raise ValueError(f"pixels must have shape (N, {want[0]}, {want[1]}, 3); "
-                       f"got {pixels.shape}")
-
-  def embed_images(self, images: Iterable[Any], batch_size: int = 64,
-                   num_threads: int | None = None) -> np.ndarray:
-    """Embeds a stream of images in batches under jit.
-
-    Images are preprocessed like CLIPImageProcessor (resize short side to
-    the model's image size, bicubic; center crop; CLIP mean/std) in a thread
-    pool while the previous batch runs.
-
-    Args:
-      images: iterable of file paths, PIL images or uint8 (H, W[, C])
-        arrays; consumed once, batch by batch.
-      batch_size: images per device per call (the last batch is padded).
-      num_threads: preprocessing threads (default: every CPU).
-
-    Returns:
-      (N, D) float32, rows of unit norm.
-    """
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    total = len(images) if hasattr(images, "__len__") else None
-    with concurrent.futures.ThreadPoolExecutor(
-        num_threads or loader.default_threads()) as pool:
-      return self.embed_batches(
-          (np.stack(list(pool.map(self.preprocess, chunk)))
-           for chunk in _batches(images, batch_size)),
-          batch_size=batch_size, num_images=total)
-
-  def embed_batches(self, batches: Iterable[np.ndarray], batch_size: int = 64,
-                    num_images: int | None = None) -> np.ndarray:
-    """Embeds a stream of preprocessed batches (e.g. from
-    jax_dissect.data.loader).
-
-    See `iter_embed_batches`.
-
-    Returns:
-      (sum B_i, D) float32, rows of unit norm.
-    """
-    outputs = list(self.iter_embed_batches(batches, batch_size, num_images))
-    if not outputs:
-      return np.zeros((0, self.embed_dim), np.float32)
-    return np.concatenate(outputs)
-
-  def iter_embed_batches(self, batches: Iterable[np.ndarray],
-                         batch_size: int = 64, num_images: int | None = None
-                         ) -> Iterator[np.ndarray]:
-    """Yields the embeddings of a stream of preprocessed batches, in order.
-
-    Each batch is padded with zero rows to `batch_size` and is one device's
-    share of a call (n devices embed n batches at once); the next call is
-    dispatched before the embeddings of the last one are copied back.
-
-    Args:
-      batches: (B_i, S, S, 3) float32 batches through `self.transform`,
-        B_i <= batch_size.
-      batch_size: images per device per call.
-      num_images: the total, for progress lines.
-
-    Yields:
-      (B_i, D) float32 per batch, rows of unit norm.
-    """
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    progress = progress_lib.Progress("CLIP images", num_images,
-                                     _PROGRESS_EVERY_S)
-
-    def checked(batches):
-      for batch in batches:
-        batch = np.asarray(batch, np.float32)
-        self._check_pixels(batch)
-        yield batch
-
-    for result, rows in self.data_parallel.run_batches(
-        self._image_fn, self.params, checked(batches), batch_size):
-      result = np.asarray(result, np.float32)
-      precision.check_finite({"CLIP": result}, self.compute_dtype,
-                             "image embeddings")
-      progress.update(rows)
-      yield result
-    progress.update(0, final=True)
-
-  # -- texts ----------------------------------------------------------------
+    return embedder_base.l2_normalize(features)
 
   def _text_features(self, params, ids: jax.Array, mask: jax.Array
                      ) -> jax.Array:
     features = self.model.get_text_features(ids, attention_mask=mask,
                                             params=params)
-    return _l2_normalize(features)
+    return embedder_base.l2_normalize(features)
 
   def tokenize(self, texts: Sequence[str]
                ) -> tuple[list[list[int]], list[int]]:
@@ -504,11 +403,7 @@ class ClipEmbedder:
       end token; truncated lists the indices of texts that were longer than
       max_length tokens.
     """
-    if isinstance(texts, str):
-      raise ValueError("texts must be a sequence of strings, not one string")
-    bad = [t for t in texts if not isinstance(t, str)]
-    if bad:
-      raise ValueError(f"texts must be strings; got {bad[0]!r}")
+    self._check_texts(texts)
     if not texts:
       return [], []
     ids = self.tokenizer(list(texts), verbose=False)["input_ids"]
@@ -519,56 +414,16 @@ class ClipEmbedder:
         truncated.append(m)
     return ids, truncated
 
-  def embed_texts(self, texts: Sequence[str], batch_size: int = 256, *,
-                  share: tuple[int, int] = (0, 1)) -> np.ndarray:
-    """Embeds texts (e.g. concepts) in batches under jit.
-
-    Texts longer than `max_length` tokens are truncated (the end token is
-    kept) with a warning naming how many. Texts are batched by token length
-    (the batches do not depend on `share`, so neither do the embeddings).
-
-    Args:
-      texts: M strings, tokenized as written (no template added here).
-      batch_size: texts per device per call.
-      share: (i, n): compute only batches i, i + n, i + 2n, ... and leave
-        the other rows zero (process i of n; the sum over the n shares is
-        the whole result).
-
-    Returns:
-      (M, D) float32, rows of unit norm (zero rows outside `share`).
-    """
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    ids, truncated = self.tokenize(texts)
-    if truncated:
-      logging.warning(
-          "%d of %d texts are longer than CLIP's %d tokens and were "
-          "truncated (first: text %d, %r)", len(truncated), len(texts),
-          self.max_length, truncated[0], texts[truncated[0]][:80])
+  def _text_batch(self, rows: Sequence[int], ids: Sequence[Sequence[int]],
+                  batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention mask), (batch_size, bucket length) int32: end-token
+    padding; padding rows see one token (no NaN)."""
     eos = self.tokenizer.eos_token_id
-    progress = progress_lib.Progress("CLIP texts", len(ids), _PROGRESS_EVERY_S)
-    out = np.zeros((len(ids), self.embed_dim), np.float32)
-    # Batches of similar length waste little compute on padding.
-    order = np.argsort([len(seq) for seq in ids], kind="stable")
-    index, count = share
-    chunks = [order[start:start + batch_size] for start in range(
-        index * batch_size, len(ids), count * batch_size)]
-
-    def padded(rows):
-      length = _length_bucket(max(len(ids[r]) for r in rows), self.max_length)
-      batch = np.full((batch_size, length), eos, np.int32)
-      mask = np.zeros((batch_size, length), np.int32)
-      for row, r in enumerate(rows):
-        batch[row, :len(ids[r])] = ids[r]
-        mask[row, :len(ids[r])] = 1
-      mask[len(rows):, 0] = 1  # Padding rows: one visible token, no NaN.
-      return batch, mask
-
-    results = self.data_parallel.run_batches(
-        self._text_fn, self.params, map(padded, chunks), batch_size)
-    for i, (rows, (result, _)) in enumerate(zip(chunks, results)):
-      out[rows] = result[:len(rows)]
-      progress.update(len(rows), final=i == len(chunks) - 1)
-    precision.check_finite({"CLIP": out}, self.compute_dtype,
-                           "text embeddings")
-    return out
+    length = _length_bucket(max(len(ids[r]) for r in rows), self.max_length)
+    batch = np.full((batch_size, length), eos, np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    for row, r in enumerate(rows):
+      batch[row, :len(ids[r])] = ids[r]
+      mask[row, :len(ids[r])] = 1
+    mask[len(rows):, 0] = 1
+    return batch, mask

@@ -148,24 +148,25 @@ def sentence_transformer_embedder(
 
 def clip_text_embedder(model: str = DEFAULT_CLIP_MODEL,
                        **kwargs) -> TextEmbedFn:
-  """CLIP's text tower (jax_dissect.clip.ClipEmbedder) as a text_embed_fn.
+  """The text tower of a CLIP or SigLIP checkpoint as a text_embed_fn.
 
   Args:
-    model: hub id or local directory of a CLIP model (Flax or PyTorch
-      weights), the same the run used so its embedding space matches.
-    **kwargs: passed to ClipEmbedder.from_pretrained (e.g.
+    model: hub id or local directory of a CLIP or SigLIP checkpoint (the
+      architecture comes from its config.json), the one the run used so
+      its embedding space matches.
+    **kwargs: passed to jax_dissect.clip.load_backbone (e.g.
       local_files_only=True).
 
   Returns:
     text_embed_fn(list[str]) -> (n, D) float32, L2-normalised rows.
   """
   from jax_dissect.clip import embedder as embedder_lib  # pylint: disable=g-import-not-at-top
-  return embedder_fn(embedder_lib.ClipEmbedder.from_pretrained(model,
-                                                               **kwargs))
+  return embedder_fn(embedder_lib.load_backbone(model, **kwargs))
 
 
 def embedder_fn(embedder) -> TextEmbedFn:
-  """A loaded clip.ClipEmbedder's text tower as a text_embed_fn."""
+  """A loaded embedder's (clip.ClipEmbedder, clip.SiglipEmbedder) text
+  tower as a text_embed_fn."""
   return lambda texts: normalize_rows(embedder.embed_texts(list(texts)))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from jax_dissect import clip
 from jax_dissect import models
 from jax_dissect import similarity
 from jax_dissect.clip import loading as clip_loading
@@ -123,10 +124,15 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
 
 
 def check_models(config: ml_collections.ConfigDict) -> None:
-  """The target model's name resolves; a random CLIP's overrides are known."""
+  """The target model's name resolves; a random CLIP's overrides are known;
+  a local backbone directory holds a supported architecture (CLIP, SigLIP)
+  and its tokenizer's files (hub ids are checked when they load)."""
   models.resolve_model(config.target_model)
   if config.clip_model == "random":
     clip_loading.check_config_overrides(config.clip_config.to_dict())
+  elif not config.concept_activations and os.path.isdir(
+      os.path.expanduser(config.clip_model)):
+    clip.check_backbone(os.path.expanduser(config.clip_model))
 
 
 def check_kernel(config: ml_collections.ConfigDict, num_images: int | None,

@@ -24,6 +24,8 @@ def default_config() -> ml_collections.ConfigDict:
   """Every option of describe_neurons, with the reference CLI's defaults."""
   c = ml_collections.ConfigDict()
   # The reference CLI's options (same names and defaults).
+  # The backbone of P: a CLIP or SigLIP / SigLIP 2 hub id or local
+  # directory (architecture from its config.json), or "random" (a CLIP).
   c.clip_model = "openai/clip-vit-base-patch16"
   c.target_model = "resnet50"
   c.target_layers = "conv1,layer1,layer2,layer3,layer4"

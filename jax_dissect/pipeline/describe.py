@@ -43,6 +43,7 @@ from jax_dissect import clip
 from jax_dissect import models
 from jax_dissect import similarity
 from jax_dissect.analyses.scoring import simulation as scoring
+from jax_dissect.clip import cached as clip_cached
 from jax_dissect.data import concepts as concepts_lib
 from jax_dissect.data import loader
 from jax_dissect.data import probes as data_lib
@@ -297,13 +298,14 @@ def _text_embeddings(config, cache, embedder, texts, stages
   """CLIP's (M, D) text embeddings, from the cache or computed (batches
   shared out over the processes)."""
   processes, m = stages.processes, len(texts)
-  text_key = cache.key("text_embeddings", clip=embedder.identity(),
-                       texts=texts)
+  text_key = clip_cached.text_key(cache, embedder, texts)
   with _main_locked(cache, text_key, processes):
     if _in_cache(processes, lambda: cache.has(text_key)):
-      logging.info("cache hit: CLIP text embeddings (%d concepts)", m)
+      logging.info("cache hit: %s text embeddings (%d concepts)",
+                   embedder.kind, m)
       return cache.load(text_key), text_key
-    logging.info("computing: CLIP text embeddings (%d concepts)", m)
+    logging.info("computing: %s text embeddings (%d concepts)",
+                 embedder.kind, m)
     num_devices = embedder.data_parallel.num_devices * processes.count
     text_emb = stages.run("clip_text", lambda: processes.sum(
         embedder.embed_texts(texts, batch_size=max(1, config.batch_size),
@@ -316,15 +318,18 @@ def _text_embeddings(config, cache, embedder, texts, stages
 
 
 def _concept_activations(config, cache, probe, concept_set, stages, given_p
-                         ) -> tuple[np.ndarray, dict[str, str], str]:
-  """P (N, M) from a given file or from CLIP (cached).
+                         ) -> tuple[np.ndarray, dict[str, str], str,
+                                    dict[str, Any]]:
+  """P (N, M) from a given file or from the backbone (CLIP or SigLIP,
+  cached).
 
   Returns:
-    (P, {name: path} of P and the embeddings, a digest of P's content).
+    (P, {name: path} of P and the embeddings, a digest of P's content,
+    the backbone's record (clip.cached.describe; {} for a given P)).
   """
   n, m = len(probe), len(concept_set)
   if given_p is not None:
-    return _given_p(config.concept_activations, given_p)
+    return (*_given_p(config.concept_activations, given_p), {})
 
   processes = stages.processes
   embedder = stages.run("clip_load", lambda: clip.load_embedder(
@@ -337,8 +342,7 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
   text_emb, text_key = _text_embeddings(config, cache, embedder,
                                         concept_set.texts(), stages)
 
-  image_key = cache.key("image_embeddings", clip=clip_id,
-                        probe=probe.fingerprint())
+  image_key = clip_cached.image_key(cache, embedder, probe.fingerprint())
   inputs = loader.InputStats()
   batches = _probe_batches(config, probe, embedder.transform, inputs)
 
@@ -350,12 +354,12 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
             num_images=shard_grid.total_rows(ranges))), ranges)
 
   image_emb = stages.run("clip_images", lambda: cache.rows(
-      {"image": image_key}, "CLIP image embeddings", n, config.shard_images,
+      {"image": image_key}, f"{embedder.kind} image embeddings", n,
+      config.shard_images,
       embed, {"image": {"clip": clip_id, "probe": probe.describe()}},
       processes=processes)["image"], devices=num_devices, inputs=inputs)
 
-  p_key = cache.key("concept_activations", image=image_key, text=text_key,
-                    dtype=config.p_dtype)
+  p_key = clip_cached.p_key(cache, image_key, text_key, config.p_dtype)
   with _main_locked(cache, p_key, processes):
     if _in_cache(processes, lambda: cache.has(p_key)):
       logging.info("cache hit: concept activations P (%d x %d)", n, m)
@@ -369,7 +373,8 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
   return cache.load(p_key), {
       "concept_activations": cache.path(p_key),
       "image_embeddings": cache.path(image_key),
-      "text_embeddings": cache.path(text_key)}, p_key
+      "text_embeddings": cache.path(text_key)}, p_key, (
+          clip_cached.describe(embedder))
 
 
 # ----------------------------------------------------------------------------
@@ -543,8 +548,14 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   # 2. The target and its layer names, checked before any long stage.
   target = _Target(config, cache, probe, layers, stages)
   # 3. P.
-  p, p_paths, p_key = _concept_activations(config, cache, probe, concept_set,
-                                           stages, given_p)
+  p, p_paths, p_key, backbone = _concept_activations(
+      config, cache, probe, concept_set, stages, given_p)
+  # The presence parameters scoring uses for this backbone (documented, or
+  # fitted to its P), written into the run.
+  presence = scoring.presence_params_for(scoring.run_backbone(config), p)
+  logging.info("concept presence of %s: a=%.4g, b=%.4g (%s)",
+               presence.backbone or "the given P", presence.a, presence.b,
+               presence.source)
   # 4. A.
   acts, act_paths = _activations(config, cache, probe, target, stages)
   # 5. Labels.
@@ -567,6 +578,8 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
                  "processes": processes.count,
                  "num_images": len(probe), "num_concepts": len(concepts),
                  "num_skipped_images": len(skipped),
+                 "backbone": backbone,
+                 "concept_presence": presence.to_json(),
                  "timings_s": stages.timings, "stages": stages.records}
   arrays = {**p_paths, "activations": act_paths}
   result_dir = os.path.abspath(config.result_dir)

@@ -22,6 +22,7 @@ from PIL import Image
 import pytest
 
 from configs import shared_data
+from jax_dissect import clip
 from jax_dissect.clip.siglip import config as config_lib
 from jax_dissect.clip.siglip import convert
 from jax_dissect.clip.siglip import load
@@ -151,6 +152,49 @@ def test_processor_path_matches_pytorch(reference, name):
                              ref["proc_image_emb"], atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(siglip.text_embeds(ids), ref["proc_text_emb"],
                              atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_backbone_embedder_matches_pytorch(reference, name):
+  """clip.load_backbone (describe_neurons' clip_model path) gives a
+  SiglipEmbedder whose unit embeddings and P equal transformers' within
+  1e-5, data parallel on 8 devices with padded batches."""
+  ref = np.load(reference / f"{name}.npz")
+  embedder = clip.load_backbone(str(reference / name))
+  assert isinstance(embedder, clip.SiglipEmbedder)
+  assert embedder.data_parallel.num_devices == 8
+  image = embedder.embed_pixels(ref["pixels"], batch_size=2)
+  np.testing.assert_allclose(image, _unit(ref["image_emb"]), atol=1e-5)
+  text = embedder.embed_texts(TEXTS, batch_size=2)
+  np.testing.assert_allclose(text, _unit(ref["proc_text_emb"]), atol=1e-5)
+  np.testing.assert_allclose(
+      clip.concept_activations(image, text),
+      _cos(ref["image_emb"], ref["proc_text_emb"]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_saved_checkpoint_equals_transformers_files(reference, name,
+                                                    tmp_path):
+  """save_pretrained writes back the state dict transformers saved (same
+  keys and values, both patch-embedding layouts) and a config and
+  processor that load to the same model."""
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  embedder = clip.load_backbone(str(reference / name))
+  out = embedder.save_pretrained(tmp_path / name)
+  want = load_file(str(reference / name / load.WEIGHTS))
+  got = load_file(os.path.join(out, load.WEIGHTS))
+  want = {k: v for k, v in want.items() if not k.endswith("position_ids")}
+  assert set(got) == set(want)
+  for key, value in want.items():
+    np.testing.assert_array_equal(got[key], value, err_msg=key)
+  again = clip.load_backbone(out)
+  assert again.config == embedder.config
+  assert again.transform == embedder.transform
+  assert again.identity().split("@")[1] == embedder.identity().split("@")[1]
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def test_bfloat16_close_to_float32(reference):

@@ -4,7 +4,8 @@
       --results_dir=results/rn50 --layer=layer4 --max_length=10
 
 For every neuron of the chosen layers, a sparse linear model over concept
-presences C = sigmoid(a (P + b)) is searched
+presences C = sigmoid(a (P + b)) (a, b: the run's backbone's, documented or
+fitted to its P, unless given) is searched
 (jax_dissect.analyses.linear_explanations.solver: elastic-net ranking, then
 greedy forward selection on half the probe images, scored on the other half).
 Writes linear_explanations.csv: per neuron its held-out correlation, concepts
@@ -41,8 +42,10 @@ DESCRIPTION = ("Each neuron as a short weighted sum of concepts, with the "
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.layer = ""  # Layer(s) to explain, comma-separated (default: all).
-  c.a = scoring.DEFAULT_PRESENCE_A  # Presence slope: C = sigmoid(a (P + b)).
-  c.b = scoring.DEFAULT_PRESENCE_B  # Presence offset b.
+  # Presence slope a and offset b of C = sigmoid(a (P + b)), both or
+  # neither; unset: the run's backbone's (documented, or fitted to its P).
+  c.a = ml_collections.config_dict.placeholder(float)
+  c.b = ml_collections.config_dict.placeholder(float)
   c.width = 10  # Candidates tried per greedy step.
   c.max_length = 10  # Most concepts per explanation.
   c.tolerance = 0.02  # Smallest held-out correlation gain that adds one.
@@ -57,8 +60,16 @@ def _check(results: results_lib.Run, config) -> tuple[list[str], dict]:
             else results.layers)
   for layer in layers:
     results.check_layer(layer)
-  a = options.real("a", config.a, 0.0, low_open=True)
-  b = options.real("b", config.b)
+  if config.a is None and config.b is None:
+    presence = scoring.run_presence_params(results)
+  elif config.a is None or config.b is None:
+    raise ValueError("set both a and b, or neither (the run's backbone's "
+                     "values)")
+  else:
+    presence = scoring.PresenceParams(
+        options.real("a", config.a, 0.0, low_open=True),
+        options.real("b", config.b), "given")
+  a, b = presence.a, presence.b
   opts = {
       "width": options.integer("width", config.width, minimum=1),
       "max_length": options.integer("max_length", config.max_length,
@@ -68,7 +79,8 @@ def _check(results: results_lib.Run, config) -> tuple[list[str], dict]:
       "alpha": options.real("alpha", config.alpha, 0.0, 1.0),
   }
   seed = options.integer("seed", config.seed)
-  return layers, {"a": a, "b": b, "seed": seed, **opts}
+  return layers, {"a": a, "b": b, "presence_source": presence.source,
+                  "seed": seed, **opts}
 
 
 def _label_indices(results: results_lib.Run, layer: str,
@@ -93,7 +105,8 @@ def layer_rows(results: results_lib.Run, layer: str, settings: dict
   act = results.activations(layer)
   p = results.concept_activations()
   a, b, seed = settings["a"], settings["b"], settings["seed"]
-  opts = {k: v for k, v in settings.items() if k not in ("a", "b", "seed")}
+  opts = {k: v for k, v in settings.items()
+          if k not in ("a", "b", "seed", "presence_source")}
   logging.info("linear explanations: layer %s, %d neurons", layer,
                act.shape[1])
   out = linear_lib.linear_explanations(act, p, a=a, b=b, seed=seed, **opts)
@@ -127,6 +140,8 @@ def layer_rows(results: results_lib.Run, layer: str, settings: dict
       "mean_single_correlation": (_float(np.nanmean(single)) if has.any()
                                   else None),
       "mean_length": float(np.mean(out.lengths)),
+      "presence_a": a, "presence_b": b,
+      "presence_source": settings["presence_source"],
   }
   return rows, summary
 

@@ -8,7 +8,10 @@ Per neuron of each layer, on the run's cached A and P
 jax_dissect.analyses.scoring.significance):
 - correlation, spearman, auprc: how well the label's concept presence
   C[:, m] = sigmoid(a (P[:, m] + b)) predicts the neuron's activations on
-  held-out probe images (a seeded split; split=all uses every image);
+  held-out probe images (a seeded split; split=all uses every image); a, b
+  are the run's backbone's (documented, or fitted to its P, as
+  describe_neurons recorded them; simulation.run_presence_params) unless
+  presence_a and presence_b are given;
 - p_value: permutation p-value of the neuron's label match under the run's
   similarity function and hyper-parameters (B = num_permutations null
   draws); q_value: Benjamini-Hochberg q-value over the layer;
@@ -43,7 +46,11 @@ from jax_dissect.analyses.scoring.significance import label_pvalues
 from jax_dissect.analyses.scoring.significance import LabelPValues
 from jax_dissect.analyses.scoring.simulation import concept_presence
 from jax_dissect.analyses.scoring.simulation import explanation_arrays
+from jax_dissect.analyses.scoring.simulation import fit_presence_from_p
 from jax_dissect.analyses.scoring.simulation import fit_presence_params
+from jax_dissect.analyses.scoring.simulation import presence_params_for
+from jax_dissect.analyses.scoring.simulation import PresenceParams
+from jax_dissect.analyses.scoring.simulation import run_presence_params
 from jax_dissect.analyses.scoring.simulation import simulation_scores
 from jax_dissect.analyses.scoring.simulation import SimulationScores
 from jax_dissect.analyses.scoring.simulation import split_indices
@@ -52,9 +59,11 @@ from jax_dissect.store import results as results_lib
 
 __all__ = [
     "bh_qvalues", "check_options", "COLUMNS", "concept_presence",
-    "DESCRIPTION", "explanation_arrays", "fit_presence_params", "get_config",
-    "label_pvalues", "LabelPValues", "NAME", "parse_split", "plot_summary",
-    "run", "score_layer", "Settings", "simulation_scores", "SimulationScores",
+    "DESCRIPTION", "explanation_arrays", "fit_presence_from_p",
+    "fit_presence_params", "get_config", "label_pvalues", "LabelPValues",
+    "NAME", "parse_split", "plot_summary", "presence_option",
+    "presence_params_for", "PresenceParams", "run", "run_presence_params",
+    "score_layer", "Settings", "simulation_scores", "SimulationScores",
     "split_indices", "SUMMARY_TABLE", "TABLE",
 ]
 
@@ -73,8 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_permutations = 100  # Null draws B per neuron (p >= 1 / (1 + B)).
   c.seed = 0  # Seed of the held-out split and of the null.
   c.split = "half"  # Held-out images: half, all, or a fraction in (0, 1).
-  c.presence_a = scoring_lib.DEFAULT_PRESENCE_A  # Presence slope a.
-  c.presence_b = scoring_lib.DEFAULT_PRESENCE_B  # Presence offset b.
+  # Presence slope a and offset b (both or neither); unset: the run's
+  # backbone's (documented, or fitted to its P).
+  c.presence_a = ml_collections.config_dict.placeholder(float)
+  c.presence_b = ml_collections.config_dict.placeholder(float)
   c.top_fraction = 0.05  # AUPRC positives: each neuron's top images.
   # neuron (default: H0 the neuron is independent of P), neuron_in_layer
   # (the neuron is independent of P and of the other neurons) or layer (the
@@ -106,9 +117,24 @@ class Settings:
   split: str | float = "half"
   presence_a: float = scoring_lib.DEFAULT_PRESENCE_A
   presence_b: float = scoring_lib.DEFAULT_PRESENCE_B
+  presence_source: str = "given"
   top_fraction: float = 0.05
   null: str = "neuron"
   alpha: float = 0.05
+
+
+def presence_option(results: results_lib.Run, a: float | None,
+                    b: float | None) -> scoring_lib.PresenceParams:
+  """The presence parameters options a, b name: both given, or (both
+  unset) the run's backbone's (scoring_lib.run_presence_params)."""
+  if a is None and b is None:
+    return scoring_lib.run_presence_params(results)
+  if a is None or b is None:
+    raise ValueError("set both presence_a and presence_b, or neither (the "
+                     "run's backbone's values)")
+  return scoring_lib.PresenceParams(
+      options.real("presence_a", a, 0.0, low_open=True),
+      options.real("presence_b", b), "given")
 
 
 def check_options(results: results_lib.Run, config
@@ -117,14 +143,14 @@ def check_options(results: results_lib.Run, config
   layers = options.names_list("layers", config.layers) or results.layers
   for layer in layers:
     results.check_layer(layer)
+  presence = presence_option(results, config.presence_a, config.presence_b)
   settings = Settings(
       num_permutations=options.integer(
           "num_permutations", config.num_permutations, minimum=1),
       seed=options.integer("seed", config.seed),
       split=parse_split(config.split),
-      presence_a=options.real("presence_a", config.presence_a, 0.0,
-                              low_open=True),
-      presence_b=options.real("presence_b", config.presence_b),
+      presence_a=presence.a, presence_b=presence.b,
+      presence_source=presence.source,
       top_fraction=options.real("top_fraction", config.top_fraction, 0.0,
                                 1.0, low_open=True),
       null=options.choice("null", config.null, significance.NULLS),
@@ -232,6 +258,8 @@ def score_layer(results: results_lib.Run, layer: str,
       "tested_is_label_fraction": float(np.mean(sig.labels == labels)),
       "split": settings.split,
       "n_heldout": int(len(sim.heldout)), "seed": settings.seed,
+      "presence_a": settings.presence_a, "presence_b": settings.presence_b,
+      "presence_source": settings.presence_source,
   }
   return rows, summary
 

@@ -6,10 +6,16 @@ for H held-out images and explanations of at most L concepts.
 
 Concept presence
   C = sigmoid(a * (P + b)), (N, M): how present concept m is in image i,
-  from the CLIP cosine similarity P. The defaults a=58, b=-0.25 are the
-  values Linear Explanations (Oikarinen & Weng, ICML 2024) used for its CLIP
-  model; they depend on the CLIP model (its range of cosine similarities),
-  so `fit_presence_params` fits them to presence labels of another model.
+  from the backbone's cosine similarity P. a and b depend on the backbone
+  (its range of cosine similarities): a backbone with documented values
+  (DOCUMENTED_PRESENCE: a=58, b=-0.25, the values Linear Explanations
+  (Oikarinen & Weng, ICML 2024) used for its CLIP, which scoring applied to
+  the default CLIP before) gets those; any other gets a, b fitted to its
+  own P (`fit_presence_from_p`: no labels, each image's top concepts by P
+  as the present ones); `presence_params_for` picks, and describe_neurons
+  writes the values it picked into the run (config.json
+  "concept_presence"), which `run_presence_params` reads back.
+  `fit_presence_params` fits a, b to real presence labels.
 
 Simulation scores (`simulation_scores`)
   An explanation predicts a neuron's activation on held-out images: C[:, m]
@@ -44,10 +50,23 @@ import numpy as np
 
 from jax_dissect import similarity
 from jax_dissect.analyses.scoring import significance
+from jax_dissect.clip import loading as clip_loading
 
 # Linear Explanations' presence parameters for its CLIP model.
 DEFAULT_PRESENCE_A = 58.0
 DEFAULT_PRESENCE_B = -0.25
+# Documented presence parameters by backbone (describe_neurons' clip_model
+# name): the default CLIP keeps the values scoring always used for it.
+DOCUMENTED_PRESENCE = {
+    clip_loading.DEFAULT_MODEL: (DEFAULT_PRESENCE_A, DEFAULT_PRESENCE_B),
+}
+# The fit from a backbone's own P: each image's top PRESENCE_TOP_FRACTION of
+# the concepts by P count as present, on at most PRESENCE_FIT_IMAGES images
+# (a seeded sample).
+PRESENCE_TOP_FRACTION = 0.01
+PRESENCE_FIT_IMAGES = 2048
+# Label smoothing of the fit when P separates the pseudo-labels.
+PRESENCE_SMOOTHING = 0.01
 # Fewest held-out images a split may leave.
 MIN_HELDOUT = 10
 # Neurons per chunk of the simulation scores.
@@ -186,16 +205,25 @@ def fit_presence_params(concept_activations: Any, presence: Any, *,
     raise ValueError("presence is perfectly separated by "
                      "concept_activations (a threshold on P splits present "
                      "from absent); no finite a, b fit")
+  return _logistic_fit(p, yj, max_iter=max_iter, tol=tol)
+
+
+def _logistic_fit(p: jax.Array, y: jax.Array, *, max_iter: int = 100,
+                  tol: float = 1e-5) -> tuple[float, float]:
+  """a, b maximising sum y log C + (1 - y) log(1 - C), C = sigmoid(a (P +
+  b)), for targets y in [0, 1] (Newton's method with step halving on
+  standardized P)."""
   mu = float(jnp.mean(p))
   sd = float(jnp.std(p))
   if sd == 0:
     raise ValueError("concept_activations is constant; a and b cannot be "
                      "fitted")
   pz = (p - mu) / sd
-  theta = np.array([1.0, math.log(positives / (y.size - positives))])
+  rate = float(jnp.mean(y))
+  theta = np.array([1.0, math.log(rate / (1.0 - rate))])
 
   def moments(t):
-    return np.asarray(_logistic_moments(pz, yj, jnp.float32(t[0]),
+    return np.asarray(_logistic_moments(pz, y, jnp.float32(t[0]),
                                         jnp.float32(t[1])), np.float64)
 
   mom = moments(theta)
@@ -225,6 +253,172 @@ def fit_presence_params(concept_activations: Any, presence: Any, *,
                      "presence decreases with concept_activations")
   a = w / sd
   return float(a), float(c / w * sd - mu)
+
+
+def presence_pseudo_labels(concept_activations: Any, top_fraction: float
+                           ) -> np.ndarray:
+  """(N, M) 0/1: concept m counts as present in image i when it is among
+  the k = max(1, round(M * top_fraction)) largest P[i, :] (ties by index).
+  """
+  p = np.asarray(concept_activations, np.float32)
+  m = p.shape[1]
+  k = max(1, int(round(m * top_fraction)))
+  if k >= m:
+    raise ValueError(f"top_fraction={top_fraction} marks all {m} concepts "
+                     "present; it must leave some absent")
+  top = np.argpartition(-p, k - 1, axis=1)[:, :k]
+  labels = np.zeros(p.shape, np.float32)
+  np.put_along_axis(labels, top, 1.0, axis=1)
+  return labels
+
+
+def fit_presence_from_p(concept_activations: Any, *,
+                        top_fraction: float = PRESENCE_TOP_FRACTION,
+                        max_images: int = PRESENCE_FIT_IMAGES, seed: int = 0,
+                        smoothing: float = 0.0) -> tuple[float, float]:
+  """a, b of C = sigmoid(a (P + b)) fitted to a backbone's own P, no labels.
+
+  Each image's top `top_fraction` of the concepts by P are taken as its
+  present concepts (`presence_pseudo_labels`) and a, b fitted to them by
+  maximum likelihood (`fit_presence_params`), on at most `max_images`
+  images (a seeded sample). The pseudo-labels depend only on each image's
+  ranking of the concepts, so for P' = s P + t (s > 0) the fit gives
+  a' = a / s, b' = s b - t: the same C. So C means the same for every
+  backbone, whatever its range of cosines: near 1 where a concept is among
+  an image's best, near 0 where it is far below.
+
+  Args:
+    concept_activations: (N, M) P of the backbone.
+    top_fraction: share of concepts present per image (0, 1).
+    max_images: images used at most.
+    seed: of the image sample.
+    smoothing: fit targets y (1 - 2 smoothing) + smoothing instead of the
+      0/1 pseudo-labels: a finite fit even where P separates them (as it
+      does when every image ranks the concepts alike, e.g. a random
+      backbone); 0 fits the labels themselves.
+
+  Returns:
+    (a, b) floats.
+
+  Raises:
+    ValueError: P not 2-D, top_fraction marking no or every concept, or
+      the fit failing (see fit_presence_params; with smoothing=0 a P that
+      separates the pseudo-labels).
+  """
+  if not 0.0 < top_fraction < 1.0:
+    raise ValueError(f"top_fraction={top_fraction!r} must be in (0, 1)")
+  if not isinstance(max_images, (int, np.integer)) or max_images < 2:
+    raise ValueError(f"max_images={max_images!r} must be an int >= 2")
+  p = np.asarray(concept_activations)
+  if p.ndim != 2 or min(p.shape) < 2:
+    raise ValueError(f"concept_activations must be (N, M) with N, M >= 2; "
+                     f"got shape {p.shape}")
+  rows = np.arange(p.shape[0])
+  if p.shape[0] > max_images:
+    rows = np.sort(np.random.default_rng(seed).choice(
+        p.shape[0], max_images, replace=False))
+  p = np.asarray(p[rows], np.float32)
+  labels = presence_pseudo_labels(p, top_fraction)
+  if not smoothing:
+    return fit_presence_params(p, labels)
+  if not 0.0 < smoothing < 0.5:
+    raise ValueError(f"smoothing={smoothing!r} must be in [0, 0.5)")
+  targets = labels * (1.0 - 2.0 * smoothing) + smoothing
+  return _logistic_fit(_as_matrix(p, "concept_activations",
+                                  "N images, M concepts"),
+                       jnp.asarray(targets, jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class PresenceParams:
+  """The presence parameters a run's P is scored with.
+
+  Attributes:
+    a: slope.
+    b: offset.
+    source: "documented" (DOCUMENTED_PRESENCE), "fitted" (from the
+      backbone's own P), "given" (options), or "default" (the documented
+      CLIP values, when no fit was possible: a constant P).
+    backbone: the backbone's name ("" for a P given as a file).
+    note: how a fit was made if not plainly (smoothed labels), or why it
+      fell back to the default; else "".
+  """
+  a: float
+  b: float
+  source: str
+  backbone: str = ""
+  note: str = ""
+
+  def to_json(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    if self.source == "fitted":
+      out.update(top_fraction=PRESENCE_TOP_FRACTION,
+                 max_images=PRESENCE_FIT_IMAGES)
+    return out
+
+  @classmethod
+  def from_json(cls, obj: dict[str, Any]) -> "PresenceParams":
+    return cls(a=float(obj["a"]), b=float(obj["b"]),
+               source=str(obj.get("source", "")),
+               backbone=str(obj.get("backbone", "")),
+               note=str(obj.get("note", "")))
+
+
+def presence_params_for(backbone: str, concept_activations: Any = None, *,
+                        seed: int = 0) -> PresenceParams:
+  """The presence parameters of a backbone: documented ones, else fitted
+  to its own P (`fit_presence_from_p`; to smoothed pseudo-labels where P
+  separates them), else (no fit possible) the default with a note saying
+  why.
+
+  Args:
+    backbone: the backbone's name (clip_model), or "" for a P of unknown
+      origin.
+    concept_activations: its (N, M) P, needed unless documented.
+    seed: of the fit's image sample.
+  """
+  if backbone in DOCUMENTED_PRESENCE:
+    a, b = DOCUMENTED_PRESENCE[backbone]
+    return PresenceParams(a, b, "documented", backbone)
+  if concept_activations is None:
+    raise ValueError(f"backbone {backbone!r} has no documented presence "
+                     "parameters; its P is needed to fit them")
+  note = ""
+  try:
+    try:
+      a, b = fit_presence_from_p(concept_activations, seed=seed)
+    except ValueError as e:
+      if "separated" not in str(e):
+        raise
+      a, b = fit_presence_from_p(concept_activations, seed=seed,
+                                 smoothing=PRESENCE_SMOOTHING)
+      note = (f"P separates the pseudo-labels (every image ranks its top "
+              f"concepts alike); fitted to labels smoothed by "
+              f"{PRESENCE_SMOOTHING:g}")
+  except ValueError as e:
+    return PresenceParams(DEFAULT_PRESENCE_A, DEFAULT_PRESENCE_B, "default",
+                          backbone, note=f"fit failed: {e}"[:300])
+  return PresenceParams(a, b, "fitted", backbone, note)
+
+
+def run_backbone(config: dict[str, Any]) -> str:
+  """The backbone name of a run's options: its clip_model (the default
+  CLIP for runs that do not name one), "" when P was given as a file."""
+  if config.get("concept_activations"):
+    return ""
+  return str(config.get("clip_model") or clip_loading.DEFAULT_MODEL)
+
+
+def run_presence_params(run: Any) -> PresenceParams:
+  """The presence parameters of a results.Run: those describe_neurons
+  wrote into it (config.json "concept_presence"), else (older runs) picked
+  by `presence_params_for` for its backbone from its P."""
+  recorded = run.config.get("concept_presence")
+  if isinstance(recorded, dict) and "a" in recorded and "b" in recorded:
+    return PresenceParams.from_json(recorded)
+  backbone = run_backbone(run.config)
+  p = None if backbone in DOCUMENTED_PRESENCE else run.concept_activations()
+  return presence_params_for(backbone, p)
 
 
 # ----------------------------------------------------------------------------

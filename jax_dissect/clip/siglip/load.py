@@ -162,6 +162,25 @@ def _tokenizer_class(name: str, model_type: str,
   return _DEFAULT_TOKENIZER[model_type]
 
 
+def check_tokenizer_files(name: str, model_type: str = "siglip",
+                          hub_kwargs: Mapping[str, Any] | None = None) -> str:
+  """The checkpoint's tokenizer class, once its file is found.
+
+  Raises:
+    SiglipLoadError: one line naming the file(s) the tokenizer class
+      (tokenizer_config.json's, else the model_type's default) needs, when
+      none is there.
+  """
+  hub_kwargs = dict(hub_kwargs or {})
+  cls = _tokenizer_class(name, model_type, hub_kwargs)
+  expected = TOKENIZER_FILES.get(cls)
+  if expected and not any(_fetch(name, f, hub_kwargs) for f in expected):
+    raise SiglipLoadError(
+        f"{_where(name)} has no tokenizer: {cls} needs "
+        f"{' or '.join(expected)}")
+  return cls
+
+
 def load_tokenizer(name: str, model_type: str = "siglip",
                    hub_kwargs: Mapping[str, Any] | None = None) -> Any:
   """The checkpoint's tokenizer (transformers' AutoTokenizer).
@@ -177,12 +196,7 @@ def load_tokenizer(name: str, model_type: str = "siglip",
       file is missing, or saying why AutoTokenizer failed.
   """
   hub_kwargs = dict(hub_kwargs or {})
-  cls = _tokenizer_class(name, model_type, hub_kwargs)
-  expected = TOKENIZER_FILES.get(cls)
-  if expected and not any(_fetch(name, f, hub_kwargs) for f in expected):
-    raise SiglipLoadError(
-        f"{_where(name)} has no tokenizer: {cls} needs "
-        f"{' or '.join(expected)}")
+  cls = check_tokenizer_files(name, model_type, hub_kwargs)
   try:
     tokenizer = hf_loading.transformers_lib().AutoTokenizer.from_pretrained(
         name, **hub_kwargs)
@@ -323,8 +337,9 @@ class Siglip:
         compute_dtype=self.compute_dtype))
 
 
-def _check_tokenizer(tokenizer: Any, cfg: config_lib.SiglipConfig,
-                     name: str) -> None:
+def check_tokenizer(tokenizer: Any, cfg: config_lib.SiglipConfig,
+                    name: str) -> None:
+  """One-line SiglipLoadError if the tokenizer's ids exceed the vocabulary."""
   top = max(tokenizer.get_vocab().values())
   if top >= cfg.text.vocab_size:
     raise SiglipLoadError(
@@ -363,7 +378,7 @@ def load(name: str | os.PathLike, *, tokenizer: Any = None,
   if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
     tokenizer = load_tokenizer(os.fspath(tokenizer or name), cfg.model_type,
                                hub_kwargs)
-  _check_tokenizer(tokenizer, cfg, name)
+  check_tokenizer(tokenizer, cfg, name)
   pre_path = _fetch(name, PREPROCESSOR, hub_kwargs)
   if pre_path is None:
     logging.warning("%s has no %s; using the image processor's defaults",
