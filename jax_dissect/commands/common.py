@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 import os
 import re
-import socket
 import sys
 import threading
 import time
-from urllib import parse
 
 from jax_dissect.commands import console
 from jax_dissect.commands import help as help_lib
@@ -77,30 +75,26 @@ def hub_ids(values: Iterable[object]) -> list[str]:
   return out
 
 
-def _endpoint() -> tuple[str, int]:
-  """(host, port) a hub request first connects to (the proxy, if any)."""
-  proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-  url = parse.urlparse(proxy or os.environ.get("HF_ENDPOINT") or
-                       "https://huggingface.co")
-  host = url.hostname or "huggingface.co"
-  return host, url.port or (443 if url.scheme != "http" else 80)
-
-
 def hub_reachable(timeout_s: float = HUB_PROBE_S) -> bool:
-  """Whether a TCP connection to the hub (or the proxy) opens in time.
-
-  Name resolution runs in a thread, so a resolver that hangs counts as
-  unreachable after `timeout_s` too.
-  """
-  host, port = _endpoint()
+  """Whether the hub (HF_ENDPOINT, through HTTPS_PROXY if set) answers an
+  HTTP request within `timeout_s`: any answer counts, none (no network, a
+  resolver that hangs, a firewall that drops, a proxy that never answers)
+  is unreachable. The request runs in a thread, so nothing takes longer
+  than `timeout_s`."""
+  from urllib import error as url_error  # pylint: disable=g-import-not-at-top
+  from urllib import request as url_request  # pylint: disable=g-import-not-at-top
+  url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
   result: dict[str, bool] = {}
 
   def probe():
     try:
-      with socket.create_connection((host, port), timeout=timeout_s):
+      with url_request.urlopen(url_request.Request(url, method="HEAD"),
+                               timeout=timeout_s):
         result["ok"] = True
-    except OSError:
-      result["ok"] = False
+    except url_error.HTTPError:
+      result["ok"] = True  # It answered (401, 404...).
+    except Exception:  # pylint: disable=broad-except
+      result["ok"] = False  # URLError, timeout, TLS, reset...
 
   thread = threading.Thread(target=probe, daemon=True,
                             name="jax_dissect-hub-probe")

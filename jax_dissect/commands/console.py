@@ -171,7 +171,8 @@ class ProgressDisplay:
       if self.tty:
         if now - self._last_draw >= self.redraw_s:
           self._draw(self._bar(progress))
-      elif (now - self._last_line.get(id(progress), progress.start) >=
+      elif (progress.done and
+            now - self._last_line.get(id(progress), progress.start) >=
             self.every_s and not (progress.total and
                                   progress.done >= progress.total)):
         self._last_line[id(progress)] = now

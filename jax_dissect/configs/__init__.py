@@ -60,6 +60,6 @@ def resolve(spec: str) -> str:
   name = base[:-3] if base.endswith(".py") else base
   if name in names() and (file == name or base.endswith(".py")):
     return path(name) + sep + arg
-  raise ValueError(f"--config={spec}: no config file {file!r} and no "
+  raise ValueError(f"--config={spec}: no such config file {file!r} and no "
                    f"shipped config of that name; shipped: "
                    f"{', '.join(names())} (e.g. --config={names()[0]}:smoke)")
