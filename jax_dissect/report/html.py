@@ -114,6 +114,13 @@ class _Titles:
     self.taken = set(taken)
 
   def assign(self, columns: list[dict[str, Any]]) -> None:
+    """Titles the columns: those shown in the table first (they keep their
+    own names where they can), then those only on a neuron's page."""
+    shown = [c for c in columns if c.get("shown", True)]
+    self._assign(shown)
+    self._assign([c for c in columns if not c.get("shown", True)])
+
+  def _assign(self, columns: list[dict[str, Any]]) -> None:
     counts = collections.Counter(c["name"] for c in columns)
     for c in columns:
       options = [c["name"], f"{c['analysis']} {c['name']}",

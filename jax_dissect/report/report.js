@@ -297,6 +297,29 @@
     }
     return null;
   }
+  // A record of an analysis' documents for one unit (e.g. Describe-and-
+  // Dissect's): its top images with their crops, then its fields.
+  function renderRecord(a, rec) {
+    var box = el("div", {"class": "record", "data-analysis": a});
+    if (Array.isArray(rec.top_images) && rec.top_images.length) {
+      var run = runOf(a);
+      var size = run && run.image_size ? run.image_size : 375;
+      box.appendChild(el("h3", null, a + ": top images and crops"));
+      var grid = el("div", {"class": "big crops"});
+      rec.top_images.slice(0, PAGE_THUMBS).forEach(function (t) {
+        if (t && t.image) grid.appendChild(cropFigure(t, size));
+      });
+      box.appendChild(grid);
+    }
+    var pairs = [];
+    Object.keys(rec).forEach(function (k) {
+      if (k === "layer" || k === "unit" || k === "top_images") return;
+      pairs.push([k, show(rec[k])]);
+    });
+    box.appendChild(el("h3", null, a + " record"));
+    box.appendChild(kvTable(pairs));
+    return box;
+  }
   function renderUnit(view, unit) {
     var page = section("unit");
     page.textContent = "";
@@ -341,6 +364,10 @@
     });
     if (!big.children.length) big.appendChild(el("p", {"class": "muted"}, "No images."));
     page.appendChild(big);
+    var records = view.kind === "layer" ? (data.details[layer + "/" + row.unit] || {}) : {};
+    Object.keys(records).forEach(function (a) {
+      page.appendChild(renderRecord(a, records[a]));
+    });
     var cols2 = el("div", {"class": "cols2"});
     if (row.alternatives && row.alternatives.length) {
       var alt = el("div");
@@ -350,12 +377,16 @@
       })));
       cols2.appendChild(alt);
     }
-    // Every analysis' values for this unit, by analysis.
+    // Every analysis' values for this unit, by analysis (a copy of the
+    // label or similarity that an analysis' table repeats is left out).
     var groups = {};
     view.columns.forEach(function (c) {
       var v = row[c.key];
       if (v === null || v === undefined) return;
-      (groups[c.analysis] = groups[c.analysis] || []).push([c.title, show(v)]);
+      if (/^(description|label|concept)$/.test(c.name) && v === row.label) return;
+      if (/^(similarity|score)$/.test(c.name) && typeof v === "number" &&
+          typeof row.similarity === "number" && Math.abs(v - row.similarity) < 1e-4) return;
+      (groups[c.analysis] = groups[c.analysis] || []).push([c.name, show(v)]);
     });
     Object.keys(groups).forEach(function (a) {
       var box = el("div", {"class": "analysis-values", "data-analysis": a});
@@ -364,32 +395,7 @@
       cols2.appendChild(box);
     });
     page.appendChild(cols2);
-    // Records of the analyses' documents (e.g. Describe-and-Dissect).
-    var records = view.kind === "layer" ? (data.details[layer + "/" + row.unit] || {}) : {};
-    Object.keys(records).forEach(function (a) {
-      var rec = records[a];
-      var box = el("div", {"class": "record", "data-analysis": a});
-      box.appendChild(el("h3", null, a + " record"));
-      var pairs = [];
-      Object.keys(rec).forEach(function (k) {
-        if (k === "layer" || k === "unit" || k === "top_images") return;
-        pairs.push([k, show(rec[k])]);
-      });
-      box.appendChild(kvTable(pairs));
-      if (Array.isArray(rec.top_images) && rec.top_images.length) {
-        var run = runOf(a);
-        var size = run && run.image_size ? run.image_size : 375;
-        box.appendChild(el("h3", null, a + ": top images and crops"));
-        var grid = el("div", {"class": "big crops"});
-        rec.top_images.slice(0, PAGE_THUMBS).forEach(function (t) {
-          if (t && t.image) grid.appendChild(cropFigure(t, size));
-        });
-        box.appendChild(grid);
-      }
-      page.appendChild(box);
-    });
   }
-
   // -- charts, tables, analyses ---------------------------------------------
   function optionsLine(run) {
     var p = el("div", {"class": "options"});

@@ -21,7 +21,7 @@ import json
 import os
 import select
 import shutil
-import subprocess
+import signal
 import tempfile
 import time
 from typing import Any
@@ -52,30 +52,34 @@ class Chromium:
     self._id = 0
     self._buffer = b""
     self._profile = tempfile.mkdtemp(prefix="chromium-")
-    to_chrome_r, self._to_chrome = os.pipe()
-    self._from_chrome, from_chrome_w = os.pipe()
-
-    def fds():  # In the child: its fd 3 reads commands, fd 4 answers.
-      # Copies above 10 first: a pipe end may itself be 3 or 4.
-      read = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
-      write = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
-      os.dup2(read, 3)
-      os.dup2(write, 4)
-
-    self.proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-dev-shm-usage", "--remote-debugging-pipe",
-         "--no-first-run", "--no-default-browser-check",
-         "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-extensions", "--hide-scrollbars",
-         "--mute-audio", f"--user-data-dir={self._profile}",
-         f"--window-size={width},{height}", "about:blank"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        # close_fds would close 3 and 4 after preexec_fn; Python's own
-        # descriptors are not inherited anyway (PEP 446).
-        stderr=subprocess.DEVNULL, preexec_fn=fds, close_fds=False)
-    os.close(to_chrome_r)
-    os.close(from_chrome_w)
+    # Chromium reads commands on its fd 3 and answers on fd 4. It is
+    # spawned without fork (posix_spawn: no preexec_fn, so no fork of a
+    # multi-threaded process), the pipe ends first moved above 10 so that
+    # moving them onto 3 and 4 never overwrites one with the other.
+    high = lambda fd: (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10),
+                       os.close(fd))[0]
+    to_chrome_r, to_chrome_w = map(high, os.pipe())
+    from_chrome_r, from_chrome_w = map(high, os.pipe())
+    self._to_chrome, self._from_chrome = to_chrome_w, from_chrome_r
+    null = os.open(os.devnull, os.O_RDWR)
+    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-dev-shm-usage", "--remote-debugging-pipe",
+            "--no-first-run", "--no-default-browser-check",
+            "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-extensions", "--hide-scrollbars",
+            "--mute-audio", f"--user-data-dir={self._profile}",
+            f"--window-size={width},{height}", "about:blank"]
+    try:
+      self.pid = os.posix_spawn(CHROMIUM, argv, dict(os.environ),
+                                file_actions=[
+                                    (os.POSIX_SPAWN_DUP2, null, 0),
+                                    (os.POSIX_SPAWN_DUP2, null, 1),
+                                    (os.POSIX_SPAWN_DUP2, null, 2),
+                                    (os.POSIX_SPAWN_DUP2, to_chrome_r, 3),
+                                    (os.POSIX_SPAWN_DUP2, from_chrome_w, 4)])
+    finally:
+      for fd in (null, to_chrome_r, from_chrome_w):
+        os.close(fd)
     self.session = None
     try:
       targets = self._call("Target.getTargets")["targetInfos"]
@@ -173,6 +177,11 @@ class Chromium:
            ) -> float:
     """Loads `url`; waits for the load event (and for `ready` to be
     truthy). Returns the seconds it took."""
+    if url.split("#")[0] == (self.evaluate("location.href") or "").split(
+        "#")[0]:
+      # Only the fragment would change: no new document, no load event.
+      self.call("Page.navigate", url="about:blank")
+      self.wait_event("Page.loadEventFired")
     self._events.clear()
     start = time.perf_counter()
     self.call("Page.navigate", url=url)
@@ -207,7 +216,9 @@ class Chromium:
     box = self.evaluate(
         f"(function(){{var e=document.querySelector({json.dumps(selector)});"
         "if(!e)return null;e.scrollIntoView({block:'center'});"
-        "var r=e.getBoundingClientRect();"
+        # The first line box: an inline link that wraps has a gap at the
+        # centre of its bounding box.
+        "var r=e.getClientRects()[0]||e.getBoundingClientRect();"
         "return [r.left+r.width/2,r.top+r.height/2];})()")
     if box is None:
       raise BrowserError(f"no element {selector!r}")
@@ -241,11 +252,14 @@ class Chromium:
       self._call("Browser.close")
     except (BrowserError, OSError):
       pass
-    try:
-      self.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
-      self.proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+      if os.waitpid(self.pid, os.WNOHANG)[0]:
+        break
+      time.sleep(0.05)
+    else:
+      os.kill(self.pid, signal.SIGKILL)
+      os.waitpid(self.pid, 0)
     for fd in (self._to_chrome, self._from_chrome):
       try:
         os.close(fd)
