@@ -12,7 +12,6 @@ under <results_dir>/analysis is included: run them first to see them.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import flags
@@ -67,8 +66,7 @@ def main(argv) -> None:
       image_root=FLAGS.image_root, num_thumbs=FLAGS.num_thumbs,
       thumb_size=FLAGS.thumb_size, layers=FLAGS.layers or None,
       title=FLAGS.title)
-  print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB): open "
-        f"file://{os.path.abspath(path)}")
+  print(path)  # Only the path: job scripts read it.
 
 
 def run(argv: list[str] | None = None) -> None:
