@@ -133,17 +133,19 @@ class ProgressDisplay:
   On a terminal: one status line redrawn in place (a bar with count,
   percent, rate and ETA; a running stage without a count shows its
   elapsed time), and a line for each finished stage longer than
-  `min_stage_s`. Elsewhere (a log file): those lines, and a progress line
+  `min_stage_s` (for a count, `min_count_s`). Elsewhere (a log file): those lines, and a progress line
   at most every `every_s`.
   """
 
   def __init__(self, stream: TextIO | None = None,
                tty: bool | None = None, every_s: float = 30.0,
-               min_stage_s: float = 5.0, redraw_s: float = 0.2):
+               min_stage_s: float = 5.0, redraw_s: float = 0.2,
+               min_count_s: float = 2.0):
     self.stream = stream or sys.stderr
     self.tty = self.stream.isatty() if tty is None else tty
     self.every_s, self.min_stage_s, self.redraw_s = (every_s, min_stage_s,
                                                      redraw_s)
+    self.min_count_s = min_count_s
     self._lock = threading.RLock()
     self._active: list[Any] = []  # Progress objects, outermost first.
     self._stages: list[tuple[str, float]] = []
@@ -163,9 +165,11 @@ class ProgressDisplay:
         index = self._active.index(progress)
         outermost = index == 0
         del self._active[index:]  # Inner counts end with it.
-        if outermost:
+        if outermost and progress.elapsed >= self.min_count_s:
           self._print(self._final(progress))
           self._counted = True
+        elif self.tty:
+          self.clear()
         return
       now = time.perf_counter()
       if self.tty:
@@ -282,6 +286,7 @@ class _QuietHandler(py_logging.Handler):
   def __init__(self, display: ProgressDisplay | None):
     super().__init__(py_logging.WARNING)
     self.display = display
+    self.seen: set[str] = set()  # Each message once.
 
   def emit(self, record: py_logging.LogRecord) -> None:
     ours = os.path.abspath(record.pathname).startswith(_PACKAGE_DIR)
@@ -292,6 +297,9 @@ class _QuietHandler(py_logging.Handler):
     except Exception:  # pylint: disable=broad-except
       text = str(record.msg)
     kind = "warning" if record.levelno < py_logging.ERROR else "error"
+    if text in self.seen:
+      return
+    self.seen.add(text)
     if self.display is not None:
       self.display.clear()
     sys.stderr.write(f"{kind}: {text}\n")

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from unittest import mock
 
 from absl import flags
 import pytest
@@ -48,7 +49,7 @@ def test_messages_are_one_line_and_bounded():
 def test_progress_display_on_a_file_and_a_terminal(monkeypatch):
   out = io.StringIO()
   display = console.ProgressDisplay(out, tty=False, every_s=0.0,
-                                    min_stage_s=0.0)
+                                    min_stage_s=0.0, min_count_s=0.0)
   monkeypatch.setattr(progress, "_display", display)
   with progress.stage("activations"):
     outer = progress.Progress("activations", 100)
@@ -129,3 +130,23 @@ def test_hub_ids_and_an_unreachable_hub_is_found_fast(monkeypatch, tmp_path):
   assert len("error: " + message) <= console.MAX_LINE
   assert common.offline_message(ValueError("other"), {
       "clip_model": "openai/clip-vit-base-patch16"}) is None
+
+
+def test_quiet_log_shows_our_warnings_once_and_hides_libraries(tmp_path):
+  """The quiet handler: the package's warnings once each, other
+  libraries' only from ERROR up."""
+  import logging  # pylint: disable=g-import-not-at-top
+  handler = console._QuietHandler(None)  # pylint: disable=protected-access
+  ours = os.path.join(console._PACKAGE_DIR, "analyses", "x.py")  # pylint: disable=protected-access
+  record = lambda level, path, msg: logging.LogRecord(
+      "absl", level, path, 1, msg, None, None)
+  err = io.StringIO()
+  with mock.patch.object(sys, "stderr", err):
+    for _ in range(3):
+      handler.emit(record(logging.WARNING, ours, "956 of 1000 not found"))
+    handler.emit(record(logging.WARNING, "/site-packages/jax/x.py",
+                        "An NVIDIA GPU may be present"))
+    handler.emit(record(logging.INFO, ours, "stage x: start"))
+    handler.emit(record(logging.ERROR, "/site-packages/orbax/y.py", "bad"))
+  assert err.getvalue().splitlines() == ["warning: 956 of 1000 not found",
+                                         "error: bad"]
