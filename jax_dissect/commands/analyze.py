@@ -177,8 +177,10 @@ def _main(name: str | None, option_names: list[str]):
     reachable = common.prepare_hub(named.values())
     from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
     run = results_lib.load_run(FLAGS.results_dir)
+    from jax_dissect.runtime import progress  # pylint: disable=g-import-not-at-top
     try:
-      output = analyses.get(name).run(run, config)
+      with progress.stage(name):  # The display shows how long it runs.
+        output = analyses.get(name).run(run, config)
     except Exception as e:  # pylint: disable=broad-except
       message = None if reachable else common.offline_message(e, named)
       if message:

@@ -40,6 +40,7 @@ from absl import logging
 from PIL import Image
 
 from jax_dissect.report import thumbnails as thumbs_lib
+from jax_dissect.runtime import progress as progress_lib
 from jax_dissect.store import files
 from jax_dissect.store import results as results_lib
 
@@ -283,13 +284,22 @@ class _Thumbs:
   def __init__(self, loader: ImageLoader, size: int):
     self.loader, self.size = loader, size
     self.uris: dict[str, str | None] = {}
+    self._wanted: dict[str, None] = {}
 
   def add(self, ids: Sequence[str]) -> None:
-    for image_id in ids:
-      if image_id not in self.uris:
-        img = self.loader(image_id)
-        self.uris[image_id] = (thumbnail_data_uri(img, self.size)
-                               if img is not None else None)
+    """Asks for `ids` (loaded by `load`)."""
+    self._wanted.update(dict.fromkeys(ids))
+
+  def load(self) -> None:
+    """Loads and shrinks every image asked for, with a progress count."""
+    todo = [i for i in self._wanted if i not in self.uris]
+    count = progress_lib.Progress("report images", len(todo))
+    for image_id in todo:
+      img = self.loader(image_id)
+      self.uris[image_id] = (thumbnail_data_uri(img, self.size)
+                             if img is not None else None)
+      count.update(1)
+    count.update(0, final=True)
 
 
 def collect_report_data(results: results_lib.Run, *,
@@ -355,6 +365,7 @@ def collect_report_data(results: results_lib.Run, *,
         if isinstance(tops, list):
           thumbs.add([t["image"] for t in tops[:page_thumbs]
                       if isinstance(t, dict) and "image" in t])
+  thumbs.load()
   missing = [k for k, v in thumbs.uris.items() if v is None]
   if missing:
     logging.warning("report: %d of %d images not found or unreadable (e.g. "
