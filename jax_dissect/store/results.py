@@ -600,8 +600,8 @@ def analysis_outputs(analysis_dir: str) -> list[OutputEntry]:
 
 def analysis_manifests(analysis_dir: str) -> list[dict[str, Any]]:
   """The manifests in `analysis_dir`, in file-name order, each with its
-  "file" name added ({} where unreadable is left out; see
-  analysis_outputs for the files they list)."""
+  "file" name added; unreadable ones are left out (analysis_outputs says
+  which files they list)."""
   if not os.path.isdir(analysis_dir):
     return []
   out = []
