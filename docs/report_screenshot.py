@@ -1,18 +1,19 @@
-"""Regenerates docs/report_screenshot.png: the HTML report of a demo run.
+"""Regenerates the report's screenshots in docs/ (docs/report.md shows them).
 
-Usage (needs chromium, see README "Analyses"):
-  python docs/report_screenshot.py --out=docs/report_screenshot.png
+Usage (needs chromium: apt-get install chromium):
+  python docs/report_screenshot.py
 
-The demo results directory is synthetic (planted neurons, a hand-made P over
-a small concept set; no model or CLIP weights) but its top images are the
-real photos of ../shared/data/imagenet_sample, so the thumbnails are real.
-Stability and a profile are computed with the library, then the report is
-built and photographed by headless Chromium.
+Writes docs/report_screenshot.png (a layer's table), docs/report_neuron.png
+(a neuron's page) and docs/report_analyses.png (the Analyses tab). The demo
+run is synthetic (planted neurons, a hand-made P over a small concept set;
+no model or CLIP weights), its top images the real photos of
+../shared/data/imagenet_sample; stability and profile are computed with the
+library, a Describe-and-Dissect record (with a crop) and a sparse
+autoencoder basis are planted. The browser is driven over the DevTools
+protocol (tests/helpers/browser.py), 1400 x 900 px.
 """
 
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -22,21 +23,19 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import synthetic_results
-
+from jax_dissect import analyses
 from jax_dissect import report
-from jax_dissect import results_dir
-from jax_dissect.analyses.profile import layer_profile as profile
-from jax_dissect.analyses.stability import bootstrap as stability
+from jax_dissect.configs import shared_data
+from jax_dissect.store import results as results_lib
+from tests.helpers import browser
+from tests.helpers import synthetic_run
 
-_OUT = flags.DEFINE_string("out", os.path.join(REPO, "docs",
-                                               "report_screenshot.png"),
-                           "PNG to write.")
+_OUT = flags.DEFINE_string("out_dir", os.path.join(REPO, "docs"),
+                           "Directory of the PNGs.")
 _PHOTOS = flags.DEFINE_string(
-    "photos", os.path.join(REPO, "..", "shared", "data", "imagenet_sample"),
-    "Folder of <wnid>_<name>.jpg photos in class order.")
+    "photos", None, "Folder of <wnid>_<name>.jpg photos in class order "
+    "(default: the shared data's imagenet_sample).")
 _KEEP = flags.DEFINE_string("keep_dir", None,
                             "Keep the demo results directory here.")
 
@@ -89,35 +88,78 @@ def make_world(photos):
                           "layer4": layer4.astype(np.float32)}}
 
 
+def plant(run):
+  """A DnD record with a crop for layer4 unit 0, and an SAE basis."""
+  dog = run.layer_neurons("layer4")[0]
+  dnd = results_lib.AnalysisOutput(
+      "dnd",
+      tables={"dnd": results_lib.Table(
+          [{"layer": "layer4", "unit": 0, "description": "dog faces",
+            "label_2": "puppies", "label_3": "fur", "score": 0.83,
+            "candidates": "dog faces; puppies; fur"}],
+          "Describe-and-Dissect descriptions (layer4)", per_neuron=True,
+          neuron_columns=("description", "score"))},
+      documents={"dnd_details": [{
+          "layer": "layer4", "unit": 0,
+          "labels": ["dog faces", "puppies", "fur"],
+          "candidates": ["dog faces", "puppies", "fur"], "score": 0.83,
+          "top_images": [{"image": dog.top_images[i], "box": box,
+                          "activation": 3.0 - 0.2 * i}
+                         for i, box in enumerate(([90, 40, 300, 260], None,
+                                                  [60, 100, 250, 330]))]}]})
+  rng = np.random.default_rng(1)
+  ids = run.image_ids
+  sae = results_lib.AnalysisOutput("features", tables={
+      "features_layer4": results_lib.Table(
+          [{"layer": "layer4", "unit": u, "description": c,
+            "similarity": round(0.3 - 0.02 * u, 3),
+            "correlation": round(float(rng.uniform(0.2, 0.7)), 3),
+            "q_value": round(float(rng.uniform(0, 0.05)), 4),
+            "top_images": ";".join(ids[j] for j in rng.choice(
+                len(ids), 5, replace=False))}
+           for u, c in enumerate(("dog", "feathers", "wheel", "water",
+                                  "red", "sky"))],
+          "SAE features of layer4", per_neuron=True, basis="sae:layer4")})
+  for output in (dnd, sae):
+    results_lib.write_analysis(output, run.analysis_dir(),
+                               options={"demo": True})
+
+
 def main(argv):
   del argv
-  chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-  if not chromium:
-    sys.exit("error: chromium not found; apt-get install -y chromium")
+  photos = _PHOTOS.value or shared_data.path("imagenet_sample")
   work = _KEEP.value or tempfile.mkdtemp()
-  path = synthetic_results.write_results(
-      os.path.join(work, "demo_run"), make_world(_PHOTOS.value),
-      similarity_kwargs={"top_k": 5})
-  results = results_dir.load_results(path)
-  analysis = results_dir.analysis_dir(results)
-  rows, summaries = stability.results_stability(results, num_resamples=20,
-                                                top_ks=(5, 10, 16, 50))
-  stability.write_stability(rows, summaries, analysis)
-  profile.write_profile(profile.profile_results(
-      results, profile.TableCategorizer(CATEGORY), tau=1.0), analysis)
-  html = report.build_report(results, image_root=_PHOTOS.value,
+  path = synthetic_run.write_results(os.path.join(work, "demo_run"),
+                                     make_world(photos),
+                                     similarity_kwargs={"top_k": 5})
+  run = results_lib.load_run(path)
+  for resamples in (10, 20):  # A rerun with other options.
+    config = analyses.make_config("stability", {
+        "num_resamples": resamples, "top_ks": (5, 10, 16, 50)})
+    results_lib.write_analysis(analyses.run("stability", run, config),
+                               run.analysis_dir(), options=config.to_dict())
+  table = os.path.join(work, "categories.tsv")
+  with open(table, "w", encoding="utf-8") as f:
+    f.write("".join(f"{k}\t{v}\n" for k, v in CATEGORY.items()))
+  config = analyses.make_config("profile", {"categorizer": "table",
+                                            "category_table": table,
+                                            "tau": 1.0})
+  results_lib.write_analysis(analyses.run("profile", run, config),
+                             run.analysis_dir(), options=config.to_dict())
+  plant(run)
+  html = report.build_report(run, image_root=photos,
                              title="jax_dissect report: demo run")
-  with tempfile.TemporaryDirectory() as user_dir:
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={user_dir}", "--hide-scrollbars",
-         "--window-size=1280,1200",
-         f"--screenshot={os.path.abspath(_OUT.value)}",
-         "file://" + os.path.abspath(html) + "#layer=layer4"],
-        check=True, capture_output=True)
-  print(_OUT.value)
+  url = "file://" + os.path.abspath(html)
+  with browser.Chromium(width=1400, height=900) as chrome:
+    for fragment, name in (("#tab=layer4", "report_screenshot.png"),
+                           ("#tab=layer4&unit=0", "report_neuron.png"),
+                           ("#tab=analyses", "report_analyses.png")):
+      chrome.open(url + fragment)
+      chrome.evaluate("Promise.all(Array.from(document.images).map("
+                      "function(i){return i.decode().catch(function(){})}))")
+      out = os.path.join(_OUT.value, name)
+      chrome.screenshot(out, full_page=name == "report_neuron.png")
+      print(out)
 
 
 if __name__ == "__main__":

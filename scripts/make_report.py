@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jax_dissect.commands import report  # pylint: disable=g-import-not-at-top
+from jax_dissect import commands  # pylint: disable=g-import-not-at-top
 
 if __name__ == "__main__":
-  report.run()
+  commands.run_script("report")

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jax_dissect.commands import analyze  # pylint: disable=g-import-not-at-top
+from jax_dissect import commands  # pylint: disable=g-import-not-at-top
 
 if __name__ == "__main__":
-  analyze.run(analysis="scoring")
+  commands.run_script("analysis:scoring")

@@ -18,7 +18,7 @@ PACKAGE = os.path.join(helpers.REPO, "jax_dissect")
 # The subpackages from the bottom up: a module may import modules of its
 # own subpackage and of those listed before it, never of those after it.
 LAYERS = ("runtime", "similarity", "store", "data", "clip", "models",
-          "analyses", "pipeline", "report", "commands")
+          "analyses", "pipeline", "configs", "report", "commands")
 
 # Imports of the package's own modules inside functions, each with its
 # reason; any other import of jax_dissect inside a function is an error.

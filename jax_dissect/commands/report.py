@@ -1,55 +1,82 @@
 """`jax-dissect report` / scripts/make_report.py: the HTML report of a run.
 
-  python scripts/make_report.py --results_dir=results/rn50 \
-      --image_root=/data/imagenet/val --out=results/rn50/report.html
+  jax-dissect report --results_dir=results/smoke
+  jax-dissect report --results_dir=results/rn50 --out=rn50.html --thumb_size=160
 
-Open the file in any browser (no server). What the analyses wrote under
-<results_dir>/analysis is included; run them first to see them.
+One self-contained HTML file (default <results_dir>/report.html): open it
+in any browser, no server. Thumbnails of each neuron's top images come from
+the run's own probe set (its folder, or the thumbnails describe saved for a
+TFDS probe set); --image_root points elsewhere. What the analyses wrote
+under <results_dir>/analysis is included: run them first to see them.
 """
 
 from __future__ import annotations
 
-from absl import app
+import sys
+
 from absl import flags
 
 from jax_dissect.commands import common
+from jax_dissect.commands import console
 
-_RESULTS = flags.DEFINE_string("results_dir", None, "describe_neurons output.",
-    module_name=common.flag_module())
-_OUT = flags.DEFINE_string("out", None,
-                           "HTML file (default <results_dir>/report.html).",
-    module_name=common.flag_module())
-_ROOT = flags.DEFINE_string(
-    "image_root", None, "Directory the image ids are relative to (default: "
-    "ids are paths).",
-    module_name=common.flag_module())
-_ANALYSIS = flags.DEFINE_string(
-    "analysis_dir", None, "Analyses' outputs (default "
-    "<results_dir>/analysis).",
-    module_name=common.flag_module())
-_THUMBS = flags.DEFINE_integer("num_thumbs", 5,
-                               "Top images shown per neuron (0: none).",
-    module_name=common.flag_module())
-_SIZE = flags.DEFINE_integer("thumb_size", 96, "Thumbnail size in pixels.",
-    module_name=common.flag_module())
-_LAYERS = flags.DEFINE_list("layers", [], "Layers (default: all).",
-    module_name=common.flag_module())
-_TITLE = flags.DEFINE_string("title", None, "Page title.",
-    module_name=common.flag_module())
-flags.mark_flag_as_required("results_dir")
+FLAGS = flags.FLAGS
+_STATE = {"defined": False}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def define_flags() -> None:
+  """Declares the command's flags (once)."""
+  if _STATE["defined"]:
+    return
+  _STATE["defined"] = True
+  kw = {"module_name": common.FLAG_MODULE}
+  flags.DEFINE_string("results_dir", None, "A results directory of describe "
+                      "(required).", **kw)
+  flags.DEFINE_string("out", None,
+                      "HTML file (default <results_dir>/report.html).", **kw)
+  flags.DEFINE_string(
+      "image_root", None, "Directory the image ids are relative to (default: "
+      "the run's own probe images, or its saved thumbnails).", **kw)
+  flags.DEFINE_string("analysis_dir", None, "Analyses' outputs (default "
+                      "<results_dir>/analysis).", **kw)
+  flags.DEFINE_integer("num_thumbs", 5, "Top images shown per neuron in the "
+                       "tables (the neuron page shows every saved one; 0: "
+                       "none).", **kw)
+  flags.DEFINE_integer("thumb_size", 128, "Thumbnail size in pixels (the "
+                       "file grows with its square).", **kw)
+  flags.DEFINE_list("layers", [], "Layers (default: all).", **kw)
+  flags.DEFINE_string("title", None, "Page title.", **kw)
+
+
+def help_notes() -> list[str]:
+  return ["The page: a tab per layer (sortable, filterable; a click on a "
+          "neuron opens its page), a tab per basis of per-unit analyses "
+          "(e.g. sae:layer4), Charts, Tables and Analyses (the options "
+          "each ran with). docs/report.md describes it."]
+
+
+def main(argv) -> None:
+  del argv
+  if not FLAGS.results_dir:
+    raise console.UsageError("--results_dir is required: a results "
+                             "directory of jax-dissect describe")
   common.setup_environment()
   from jax_dissect import report  # pylint: disable=g-import-not-at-top
   path = report.build_report(
-      _RESULTS.value, _OUT.value, analysis_dir=_ANALYSIS.value,
-      image_root=_ROOT.value, num_thumbs=_THUMBS.value,
-      thumb_size=_SIZE.value, layers=_LAYERS.value or None, title=_TITLE.value)
-  print(path)
+      FLAGS.results_dir, FLAGS.out, analysis_dir=FLAGS.analysis_dir,
+      image_root=FLAGS.image_root, num_thumbs=FLAGS.num_thumbs,
+      thumb_size=FLAGS.thumb_size, layers=FLAGS.layers or None,
+      title=FLAGS.title)
+  print(path)  # Only the path: job scripts read it.
 
 
-def run(argv=None):
-  app.run(common.one_line_errors(main), argv=argv)
+def run(argv: list[str] | None = None) -> None:
+  """Parses the flags and runs; exits with the command's status."""
+  argv = list(sys.argv if argv is None else argv)
+
+  def go():
+    define_flags()
+    common.parse_flags(argv)
+    console.setup_output(argv)
+    main(argv)
+
+  console.guarded(go)

@@ -53,6 +53,7 @@ from jax_dissect.pipeline import config as config_lib
 from jax_dissect.runtime import data_parallel
 from jax_dissect.runtime import distributed
 from jax_dissect.runtime import precision
+from jax_dissect.runtime import progress
 from jax_dissect.store import cache as cache_lib
 from jax_dissect.store import integrity
 from jax_dissect.store import results as results_lib
@@ -94,7 +95,8 @@ class _Stages:
     """
     logging.info("stage %s: start", name)
     t0 = time.perf_counter()
-    out = fn()
+    with progress.stage(name):  # An entry point's display shows it.
+      out = fn()
     seconds = time.perf_counter() - t0
     self.timings[name] = self.timings.get(name, 0.0) + seconds
     logging.info("stage %s: done in %.1f s", name, self.timings[name])

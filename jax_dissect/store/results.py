@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 import csv
 import dataclasses
+import datetime
 import json
 import os
 from typing import Any
@@ -449,8 +450,47 @@ class AnalysisOutput:
   instance: str = ""
 
 
-def write_analysis(output: AnalysisOutput, out_dir: str) -> dict[str, str]:
+def json_options(options: Mapping[str, Any]) -> dict[str, Any]:
+  """`options` as JSON values (tuples as lists, others as strings)."""
+  return json.loads(json.dumps(dict(options), default=str))
+
+
+def manifest_path(out_dir: str, analysis: str, instance: str = "") -> str:
+  """The manifest file of an analysis (and instance) in `out_dir`."""
+  stem = analysis + (f"-{instance}" if instance else "")
+  return os.path.join(out_dir, stem + MANIFEST_SUFFIX)
+
+
+def read_manifest(out_dir: str, analysis: str, instance: str = ""
+                  ) -> dict[str, Any] | None:
+  """The manifest an analysis (and instance) wrote, or None (none, or
+  unreadable)."""
+  try:
+    with open(manifest_path(out_dir, analysis, instance),
+              encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+  return manifest if isinstance(manifest, dict) else None
+
+
+# Earlier option sets a manifest keeps (a rerun with other options).
+_PREVIOUS_KEPT = 5
+
+
+def write_analysis(output: AnalysisOutput, out_dir: str,
+                   options: Mapping[str, Any] | None = None
+                   ) -> dict[str, str]:
   """Writes an analysis' files and its manifest into `out_dir`.
+
+  Args:
+    output: what the analysis returned.
+    out_dir: the directory (e.g. run.analysis_dir()).
+    options: the options it ran with (its config), recorded in the
+      manifest with the time; when they differ from those of the manifest
+      it replaces, the earlier ones are kept under "previous" (a rerun
+      with other options shows in the report instead of silently
+      replacing the outputs).
 
   Returns:
     {file name: path} of every file written (the manifest last).
@@ -480,10 +520,20 @@ def write_analysis(output: AnalysisOutput, out_dir: str) -> dict[str, str]:
     name = f"{stem}.png"
     add(name, files.write_with(os.path.join(out_dir, name), chart.draw),
         "chart", caption=chart.caption)
-  stem = output.analysis + (f"-{output.instance}" if output.instance else "")
-  manifest = os.path.join(out_dir, stem + MANIFEST_SUFFIX)
-  files.write_json(manifest, {"analysis": output.analysis,
-                              "outputs": entries}, indent=2)
+  manifest = manifest_path(out_dir, output.analysis, output.instance)
+  doc: dict[str, Any] = {"analysis": output.analysis, "outputs": entries}
+  if output.instance:
+    doc["instance"] = output.instance
+  if options is not None:
+    before = read_manifest(out_dir, output.analysis, output.instance) or {}
+    previous = list(before.get("previous") or [])
+    options = json_options(options)
+    if before.get("options") is not None and before["options"] != options:
+      previous.insert(0, {"options": before["options"],
+                          "written": before.get("written")})
+    doc.update(options=options, written=datetime.datetime.now().astimezone(
+        ).isoformat(timespec="seconds"), previous=previous[:_PREVIOUS_KEPT])
+  files.write_json(manifest, doc, indent=2)
   paths[os.path.basename(manifest)] = manifest
   return paths
 
@@ -545,6 +595,26 @@ def analysis_outputs(analysis_dir: str) -> list[OutputEntry]:
             per_neuron=bool(e.get("per_neuron")),
             neuron_columns=tuple(e.get("neuron_columns") or ()),
             show=bool(e.get("show", True)), basis=str(e.get("basis", ""))))
+  return out
+
+
+def analysis_manifests(analysis_dir: str) -> list[dict[str, Any]]:
+  """The manifests in `analysis_dir`, in file-name order, each with its
+  "file" name added; unreadable ones are left out (analysis_outputs says
+  which files they list)."""
+  if not os.path.isdir(analysis_dir):
+    return []
+  out = []
+  for name in sorted(os.listdir(analysis_dir)):
+    if not name.endswith(MANIFEST_SUFFIX):
+      continue
+    try:
+      with open(os.path.join(analysis_dir, name), encoding="utf-8") as f:
+        manifest = json.load(f)
+    except (OSError, json.JSONDecodeError):
+      continue
+    if isinstance(manifest, dict) and "analysis" in manifest:
+      out.append({**manifest, "file": name})
   return out
 
 

@@ -63,7 +63,13 @@ def test_profile_stability_report_scripts(res):
               "--num_thumbs=2")
   assert proc.stdout.strip() == str(out)
   page = out.read_text()
-  assert "profile.png" not in page and "data:image/png;base64," in page
+  # Charts are embedded (their file names appear only as text).
+  data = json.loads(page.split('id="report-data">')[1].split("</script>")[0]
+                    .replace("<\\/", "</"))
+  charts = {c["file"]: c["src"] for c in data["charts"]}
+  assert charts and all(v.startswith("data:image/png;base64,")
+                        for v in charts.values())
+  assert 'src="profile.png"' not in page
   assert "Label stability per layer" in page
   assert "Compositional concepts (best pairs)" not in page  # not run yet
   for name in ("profile.png", "interpretable_vs_tau.png", "stability.csv"):

@@ -7,6 +7,8 @@
   tiny_clip.py        a tiny random CLIP config and offline tokenizer
   numpy_kernels.py    per-neuron numpy references of the five kernels
   dnd_models.py       tiny seeded models for Describe-and-Dissect
+  browser.py          a headless Chromium driven over the DevTools pipe
+  report_runs.py      runs for the report (probe folder named, 10k neurons)
 
 and REPO, the repository root.
 """

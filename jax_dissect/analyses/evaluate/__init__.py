@@ -146,4 +146,28 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
           "evaluation_neurons": results_lib.Table(
               neuron_rows, "Per-neuron evaluation", show=False),
       },
-      summary=evaluate_lib.format_table(table).splitlines())
+      summary=_matched_lines(results, config.class_names,
+                             config.first_synonym, table)
+      + evaluate_lib.format_table(table).splitlines())
+
+
+def _matched_lines(results: results_lib.Run, class_names_file: str,
+                   first_synonym: bool,
+                   table: Sequence[Mapping[str, Any]]) -> list[str]:
+  """How many class names are concepts of the run, and what to pass when
+  some are not (top-k accuracy needs all of them)."""
+  if not table:
+    return []
+  found, total = table[0]["n_classes_in_concepts"], table[0]["n_neurons"]
+  lines = [f"class names: {found} of {total} are concepts of the run's "
+           f"concept set ({results.config.get('concept_set', '?')})"]
+  if found < total:
+    names = class_names_file
+    if first_synonym:  # The concepts must be the names as read here.
+      names = "NAMES.txt (made by: cut -d, -f1 " + class_names_file + \
+          " > NAMES.txt)"
+    lines.append(
+        f"top-1/top-5 need all {total}: run describe with --concept_set="
+        f"{names} (or a concept set holding every class name); the cos_* "
+        f"columns compare the labels with all {total} names")
+  return lines

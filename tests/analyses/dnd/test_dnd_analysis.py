@@ -152,7 +152,7 @@ def _flags(smoke_run, **options):
 
 
 def _one_line_error(proc, start):
-  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.returncode == 2, proc.stderr[-3000:]  # Bad usage (cli.md).
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: " + start), last
