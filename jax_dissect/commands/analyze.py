@@ -107,6 +107,9 @@ def define_flags(name: str | None = None, fixed: bool = False) -> list[str]:
                       "describe (required).", **kw)
   flags.DEFINE_string("out_dir", None,
                       "Output dir (default <results_dir>/analysis).", **kw)
+  flags.DEFINE_bool("compilation_cache", True, "Keep compiled XLA programs "
+                    "in the run's cache directory, so the next run with the "
+                    "same shapes skips compiling.", **kw)
   if not fixed:
     flags.DEFINE_string("analysis", None, "The analysis to run: one of "
                         f"{', '.join(help_lib.analysis_names())}.", **kw)
@@ -159,6 +162,16 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
   return out
 
 
+def _compilation_cache(run) -> None:
+  """Keeps compiled programs in the run's cache directory, when it has one
+  that can be written."""
+  from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
+  try:
+    compilation_cache.enable(run.cache_dir())
+  except (ValueError, OSError) as e:
+    logging.info("no compilation cache: %s", e)
+
+
 def _main(name: str | None, option_names: list[str]):
   def main(argv):
     del argv
@@ -177,6 +190,8 @@ def _main(name: str | None, option_names: list[str]):
     reachable = common.prepare_hub(named.values())
     from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
     run = results_lib.load_run(FLAGS.results_dir)
+    if FLAGS.compilation_cache:
+      _compilation_cache(run)
     from jax_dissect.runtime import progress  # pylint: disable=g-import-not-at-top
     try:
       with progress.stage(name):  # The display shows how long it runs.

@@ -45,7 +45,9 @@ from jax_dissect.commands import launch
 FLAGS = flags.FLAGS
 # The reference CLI's flags; each overrides the config value when given.
 _STR_FLAGS = {
-    "clip_model": "CLIP model: hub id, local directory, or 'random'.",
+    "clip_model": "CLIP or SigLIP model (its config.json's model_type: "
+                  "clip, siglip, siglip2): hub id, local directory, or "
+                  "'random' (a random CLIP).",
     "target_model": "Target model: registry name (resnet50, vit_b16, "
                     "clip_vision, ...) or package.module:factory.",
     "target_layers": "Comma-separated layer paths to dissect.",
@@ -110,6 +112,10 @@ def define_flags() -> None:
   flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize "
                     "even without the three flags above, which JAX then "
                     "finds itself (Cloud TPU pods, SLURM, Open MPI).",
+                    module_name=module)
+  flags.DEFINE_bool("compilation_cache", True, "Keep compiled XLA programs "
+                    "in <activation_dir>/jax_compilation_cache, so the next "
+                    "run with the same shapes skips compiling.",
                     module_name=module)
   flags.DEFINE_bool("score_labels", None, "After labelling, score every "
                     "label (analysis/explanation_scores.csv: simulation "
@@ -341,6 +347,11 @@ def main(argv) -> None:
   if args is not None:
     launch.watch_parent()
   config = config_from_flags()
+  if FLAGS.compilation_cache:
+    from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
+    from jax_dissect import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+    compilation_cache.enable(dict(config).get("activation_dir") or
+                             pipeline_lib.default_config().activation_dir)
   named = _hub_names(config)
   reachable = common.prepare_hub(named.values())
   from jax_dissect import pipeline  # pylint: disable=g-import-not-at-top

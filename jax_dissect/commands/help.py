@@ -79,8 +79,15 @@ def analysis_names() -> list[str]:
 
 
 def analysis_description(name: str) -> str:
-  """An analysis' DESCRIPTION, read from its source (not imported)."""
-  path = os.path.join(PACKAGE, "analyses", name, "__init__.py")
+  """An analysis' DESCRIPTION, read from its source (not imported): its
+  __init__.py, or the module of the package it imports DESCRIPTION from."""
+  return _constant(os.path.join(PACKAGE, "analyses", name, "__init__.py"),
+                   "DESCRIPTION", depth=2)
+
+
+def _constant(path: str, name: str, depth: int) -> str:
+  """The string constant `name` of the module at `path` (following one
+  `from jax_dissect.analyses.<x>.<module> import name` within the package)."""
   try:
     with open(path, encoding="utf-8") as f:
       tree = ast.parse(f.read(), path)
@@ -88,12 +95,17 @@ def analysis_description(name: str) -> str:
     return ""
   for node in tree.body:
     if (isinstance(node, ast.Assign) and len(node.targets) == 1 and
-        isinstance(node.targets[0], ast.Name) and
-        node.targets[0].id == "DESCRIPTION"):
+        isinstance(node.targets[0], ast.Name) and node.targets[0].id == name):
       try:
         return " ".join(str(ast.literal_eval(node.value)).split())
       except ValueError:
         return ""
+    if (depth > 1 and isinstance(node, ast.ImportFrom) and node.module and
+        node.module.startswith("jax_dissect.analyses.") and
+        any(a.name == name and a.asname is None for a in node.names)):
+      parts = node.module.split(".")[1:]
+      return _constant(os.path.join(PACKAGE, *parts) + ".py", name,
+                       depth - 1)
   return ""
 
 

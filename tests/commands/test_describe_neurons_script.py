@@ -66,6 +66,9 @@ def test_second_run_takes_every_array_from_the_cache(smoke_run):
   assert len(hits) == 1 + 1 + 1 + 1 + 5 + 5, "\n".join(hits)
   assert _csv(tmp / "run2" / "descriptions.csv") == _csv(
       tmp / "run1" / "descriptions.csv")
+  # The first run's compiled programs were kept for the second (on by
+  # default; JAX's persistent compilation cache in the cache directory).
+  assert os.listdir(tmp / "cache" / "jax_compilation_cache")
 
 
 def test_killed_run_resumes_with_the_same_result(smoke_run, tmp_path):
