@@ -56,7 +56,8 @@ _STR_FLAGS = {
                "such as imagenet_val or cifar100_val, or a+b).",
     "concept_set": "Concept set file, one concept per line.",
     "pool_mode": "Spatial pooling of conv maps: avg or max.",
-    "token_pool": "Pooling of (B, T, C) token maps (ViTs): cls or mean.",
+    "token_pool": "Pooling of (B, T, C) token maps (ViTs): cls, mean, "
+                  "patch_mean, patch_max or a prefix token (reg0).",
     "similarity_fn": "soft_wpmi, wpmi, rank_reorder, cos_similarity or "
                      "cos_similarity_cubed.",
     "result_dir": "Directory the results are written to.",

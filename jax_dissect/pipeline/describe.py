@@ -243,7 +243,11 @@ class _Target:
 
   def __init__(self, config, cache, probe, layers, stages):
     self.pool = act_lib.canonical_pool(config.pool_mode)
-    self.token_pool = act_lib.canonical_token_pool(config.token_pool)
+    # A prefix token's name (e.g. "reg0") is the model's: checked against
+    # its spec before the weights load.
+    self.token_pool = act_lib.canonical_token_pool(
+        config.token_pool, models.resolve_model(
+            config.target_model).prefix_tokens)
     self.spec, self.module, self.variables = stages.run(
         "target_load", lambda: models.load_target(
             config.target_model, config.target_weights, config.target_seed))
@@ -560,7 +564,9 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
         processes.count if num_devices > 1 else 1))
     neurons += found
   # 6. The results directory (process 0).
-  config_dict = {**config.to_dict(), "similarity_kwargs": {
+  config_dict = {**config.to_dict(), "token_pool": target.token_pool,
+                 "token_pool_name": config.token_pool,
+                 "similarity_kwargs": {
       k: v for k, v in kwargs.items() if k != "key"},
                  "jax_dissect_version": jax_dissect.__version__,
                  "device_list": [str(d) for d in jax.devices()],
