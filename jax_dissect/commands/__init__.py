@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = ("describe", "analyze", "report", "convert")
+COMMANDS = ("describe", "analyze", "report", "convert", "compare")
 
 
 def main() -> None:
@@ -38,6 +38,9 @@ def main() -> None:
   elif command == "convert":
     from jax_dissect.commands import convert  # pylint: disable=g-import-not-at-top
     convert.run([prog, *rest])
+  elif command == "compare":
+    from jax_dissect.commands import compare  # pylint: disable=g-import-not-at-top
+    compare.run([prog, *rest])
   elif command == "analyze":
     from jax_dissect.commands import analyze  # pylint: disable=g-import-not-at-top
     analyze.run([prog, *rest])
