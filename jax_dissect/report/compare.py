@@ -32,6 +32,8 @@ table{border-collapse:collapse;font-size:12px;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f0f0f0;cursor:pointer;position:sticky;top:0}
 td.t{text-align:left}img{max-width:100%;border:1px solid #ddd}
+.charts{display:flex;flex-wrap:wrap;gap:1em}.charts figure{margin:0}
+figcaption{font-weight:600;margin:.3em 0}
 .cap{color:#555;font-size:.9em}
 """
 
@@ -124,13 +126,16 @@ def build_compare_page(out_dir: str, *, run_dirs: list[str] | None = None,
   for note in manifest.get("notes", []):
     parts.append(f'<div class="note">{html.escape(note)}</div>')
   outputs = manifest.get("outputs", [])
+  parts.append('<h2>Charts</h2><div class="charts">')
   for entry in outputs:
     path = os.path.join(out_dir, entry["file"])
     if entry["kind"] != "chart" or not os.path.exists(path):
       continue
-    parts.append(f"<h2>{html.escape(entry.get('caption') or entry['file'])}"
-                 f'</h2><img alt="{html.escape(entry["file"])}" '
-                 f'src="{_png(path)}">')
+    parts.append("<figure><figcaption>"
+                 f"{html.escape(entry.get('caption') or entry['file'])}"
+                 f'</figcaption><img alt="{html.escape(entry["file"])}" '
+                 f'src="{_png(path)}"></figure>')
+  parts.append("</div>")
   for entry in outputs:
     path = os.path.join(out_dir, entry["file"])
     if entry["kind"] != "table" or not os.path.exists(path):

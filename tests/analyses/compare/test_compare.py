@@ -11,6 +11,9 @@ from jax_dissect.analyses import _compare
 from tests.helpers import smoke_runs
 
 FAKE_EMBED = {"text_embed_fn": "tests.helpers.synthetic_run:fake_embed"}
+# Random models score far below the published tau (0.16): a tau among their
+# scores makes the shares non-trivial.
+TAU = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def test_matching_on_planted_arrays():
 def test_two_checkpoints(runs, tmp_path):
   seed0, seed1 = (smoke_runs.load(runs[k]) for k in ("seed0", "seed1"))
   comp = _compare.compare_runs([seed0, seed1], ["step0", "step1"],
-                               profile_options=FAKE_EMBED)
+                               profile_options=FAKE_EMBED, tau=TAU)
   assert comp.notes == [] and comp.layers == ["layer1", "layer4"]
   profiles = comp.tables["compare_profiles"]
   assert [(r["run"], r["layer"]) for r in profiles] == [
@@ -54,8 +57,11 @@ def test_two_checkpoints(runs, tmp_path):
   for r in profiles:  # The share at tau is recomputed from the scores.
     run = seed0 if r["run"] == "step0" else seed1
     scores = [n.similarity for n in run.layer_neurons(r["layer"])]
-    assert r["interpretable_tau"] == pytest.approx(
-        100 * np.mean(np.asarray(scores) > 0.16))
+    want = 100 * np.mean(np.asarray(scores) > TAU)
+    assert 0 < want < 100
+    assert r["interpretable_tau"] == pytest.approx(want)
+    assert sum(r[f"percent_{c}"] for c in comp.categories) == pytest.approx(
+        want)
   (a1, a4) = comp.tables["compare_agreement"]
   labels0 = [n.description for n in seed0.layer_neurons("layer4")]
   labels1 = [n.description for n in seed1.layer_neurons("layer4")]
@@ -82,7 +88,7 @@ def test_series_trend_finds_the_repeated_checkpoint(runs, tmp_path):
   seeds do not."""
   seed0, seed1 = (smoke_runs.load(runs[k]) for k in ("seed0", "seed1"))
   comp = _compare.compare_runs([seed0, seed1, seed0], ["a", "b", "c"],
-                               profile_options=FAKE_EMBED,
+                               profile_options=FAKE_EMBED, tau=TAU,
                                accuracies=[0.1, 0.3, 0.2])
   rows = {(r["run_a"], r["run_b"], r["layer"]): r
           for r in comp.tables["compare_agreement"]}
@@ -126,3 +132,15 @@ def test_other_concept_set_says_what_still_applies(runs):
     _compare.compare_runs([seed0])
   with pytest.raises(ValueError, match="layer 'fc' is not in"):
     _compare.compare_runs([seed0, other], layers=["fc"])
+
+
+def test_interpretable_share_at_q(runs):
+  """With alpha, the share of labels with q < alpha (the scoring
+  analysis' permutation test), and the categories are shares of those."""
+  seed0, seed1 = (smoke_runs.load(runs[k]) for k in ("seed0", "seed1"))
+  comp = _compare.compare_runs([seed0, seed1], layers=["layer1"],
+                               profile_options=FAKE_EMBED, alpha=0.5)
+  for r in comp.tables["compare_profiles"]:
+    assert r["alpha"] == 0.5 and 0 <= r["interpretable_q"] <= 100
+    assert sum(r[f"percent_{c}"] for c in comp.categories) == pytest.approx(
+        r["interpretable_q"])
