@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = ("describe", "analyze", "report", "convert", "compare")
+COMMANDS = ("describe", "analyze", "report", "convert", "compare",
+            "reproduce")
 
 
 def main() -> None:
@@ -41,6 +42,9 @@ def main() -> None:
   elif command == "compare":
     from jax_dissect.commands import compare  # pylint: disable=g-import-not-at-top
     compare.run([prog, *rest])
+  elif command == "reproduce":
+    from jax_dissect.commands import reproduce  # pylint: disable=g-import-not-at-top
+    reproduce.run([prog, *rest])
   elif command == "analyze":
     from jax_dissect.commands import analyze  # pylint: disable=g-import-not-at-top
     analyze.run([prog, *rest])

@@ -64,9 +64,12 @@ def class_name_ranks(similarity: np.ndarray, concepts: Sequence[str],
     class_names: the K class names.
 
   Returns:
-    int (K,): 0 when the class name is the best concept, r when r concepts
-    score strictly higher; -1 where the class name is not a concept. Names
-    match after `normalize_name`; if several concepts match, the best counts.
+    int (K,): the class name's position in the neuron's ranking, 0 when it
+    is the label: the concepts that score higher, and those that tie with
+    it at a lower index (ties go to the lower index, as the labels'
+    argmax), come first; -1 where the class name is not a concept. Names
+    match after `normalize_name`; if several concepts match, the best
+    (then the first) counts.
   """
   similarity = np.asarray(similarity, np.float32)
   k, m = similarity.shape
@@ -84,8 +87,9 @@ def class_name_ranks(similarity: np.ndarray, concepts: Sequence[str],
   for i, name in enumerate(class_names):
     cols = columns.get(normalize_name(name))
     if cols:
-      best = similarity[i, cols].max()
-      ranks[i] = int(np.sum(similarity[i] > best))
+      row = similarity[i]
+      col = cols[int(np.argmax(row[cols]))]  # First of the best.
+      ranks[i] = int(np.sum(row > row[col]) + np.sum(row[:col] == row[col]))
   return ranks
 
 

@@ -64,6 +64,12 @@ def test_class_name_ranks_and_accuracy():
   np.testing.assert_array_equal(ranks, [0, 2, 1])
   assert evaluate.top_k_accuracy(ranks, 1) == pytest.approx(1 / 3)
   assert evaluate.top_k_accuracy(ranks, 2) == pytest.approx(2 / 3)
+  # A tie goes to the lower concept index, as the label's argmax: a class
+  # name tied with an earlier concept is not the label.
+  tied = np.array([[0.5, 0.5, 0.0, 0.0]] * 2 + [[0.0, 0.0, 0.1, 0.2]])
+  np.testing.assert_array_equal(
+      evaluate.class_name_ranks(tied, concepts, ["cat", "dog", "car"]),
+      [0, 1, 1])
   missing = evaluate.class_name_ranks(s, concepts, ["cat", "dog", "bus"])
   assert missing[2] == -1
   with pytest.raises(ValueError, match="not in the concept set"):
