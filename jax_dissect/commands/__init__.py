@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = ("describe", "analyze", "report", "convert", "compare",
-            "reproduce")
+            "reproduce", "series")
 
 
 def main() -> None:
@@ -45,6 +45,9 @@ def main() -> None:
   elif command == "reproduce":
     from jax_dissect.commands import reproduce  # pylint: disable=g-import-not-at-top
     reproduce.run([prog, *rest])
+  elif command == "series":
+    from jax_dissect.commands import series  # pylint: disable=g-import-not-at-top
+    series.run([prog, *rest])
   elif command == "analyze":
     from jax_dissect.commands import analyze  # pylint: disable=g-import-not-at-top
     analyze.run([prog, *rest])

@@ -319,7 +319,22 @@ def _text_embeddings(config, cache, embedder, texts, stages
   return text_emb, text_key
 
 
-def _concept_activations(config, cache, probe, concept_set, stages, given_p
+def load_clip(config) -> clip.ClipEmbedder:
+  """The CLIP of describe_neurons' options (clip_model, clip_seed,
+  clip_tokenizer, clip_config, activation_dir, devices, compute_dtype), as
+  describe_neurons loads it; pass it back as `embedder` to load it once for
+  several runs."""
+  config = config_lib.full_config(config)
+  return clip.load_embedder(
+      config.clip_model, seed=config.clip_seed,
+      tokenizer=config.clip_tokenizer,
+      config_overrides=config.clip_config.to_dict(),
+      work_dir=os.path.abspath(os.path.expanduser(config.activation_dir)),
+      devices=config.devices, compute_dtype=config.compute_dtype)
+
+
+def _concept_activations(config, cache, probe, concept_set, stages, given_p,
+                         embedder=None
                          ) -> tuple[np.ndarray, dict[str, str], str]:
   """P (N, M) from a given file or from CLIP (cached).
 
@@ -331,11 +346,8 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
     return _given_p(config.concept_activations, given_p)
 
   processes = stages.processes
-  embedder = stages.run("clip_load", lambda: clip.load_embedder(
-      config.clip_model, seed=config.clip_seed,
-      tokenizer=config.clip_tokenizer,
-      config_overrides=config.clip_config.to_dict(), work_dir=cache.root,
-      devices=config.devices, compute_dtype=config.compute_dtype))
+  if embedder is None:
+    embedder = stages.run("clip_load", lambda: load_clip(config))
   num_devices = embedder.data_parallel.num_devices * processes.count
   clip_id = embedder.identity()
   text_emb, text_key = _text_embeddings(config, cache, embedder,
@@ -480,7 +492,8 @@ def _layer_neurons(config, cache, layer, a, a_key, p, p_key, concepts,
 # ----------------------------------------------------------------------------
 
 
-def describe_neurons(config: ml_collections.ConfigDict | dict
+def describe_neurons(config: ml_collections.ConfigDict | dict, *,
+                     embedder: clip.ClipEmbedder | None = None
                      ) -> results_lib.Run:
   """Labels every neuron of the chosen layers; writes `config.result_dir`.
 
@@ -490,6 +503,10 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
 
   Args:
     config: options, see `config.default_config()` (missing keys take defaults).
+    embedder: the run's CLIP, already loaded (`load_clip(config)`), e.g. to
+      load it once for a series of runs; its identity keys the cache, so a
+      CLIP other than the config's gives other entries (the config's
+      clip_model is what config.json records: pass the config's own).
 
   Returns:
     The run as written to result_dir (descriptions.csv, neurons.jsonl,
@@ -548,7 +565,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   target = _Target(config, cache, probe, layers, stages)
   # 3. P.
   p, p_paths, p_key = _concept_activations(config, cache, probe, concept_set,
-                                           stages, given_p)
+                                           stages, given_p, embedder)
   # 4. A.
   acts, act_paths = _activations(config, cache, probe, target, stages)
   # 5. Labels.

@@ -43,7 +43,10 @@ import numpy as np
 
 from jax_dissect import analyses
 from jax_dissect import models
+from jax_dissect.analyses import evaluate as evaluate_analysis
+from jax_dissect.analyses.evaluate import metrics as evaluate_metrics
 from jax_dissect.analyses.stability import top_labels
+from jax_dissect.clip import text_embed
 from jax_dissect.models import hf
 from jax_dissect.pipeline import config as config_lib
 from jax_dissect.pipeline import describe
@@ -174,6 +177,8 @@ class Runner:
   def __init__(self, setting: Setting):
     self.s = setting
     self._runs: dict[str, results_lib.Run] = {}
+    self._clip = None  # Every run's CLIP is the same: loaded once.
+    self._sentence = None
     os.makedirs(setting.work_dir, exist_ok=True)
     if setting.smoke:
       if not setting.smoke_photos or not os.path.isdir(setting.smoke_photos):
@@ -289,17 +294,29 @@ class Runner:
       return self._runs[slug]
     config.result_dir = os.path.join(self.s.work_dir, "runs", slug)
     logging.info("reproduce: run %s", slug)
-    self._runs[slug] = describe.describe_neurons(config)
+    if self._clip is None:
+      self._clip = describe.load_clip(config)
+    self._runs[slug] = describe.describe_neurons(config, embedder=self._clip)
     return self._runs[slug]
 
   def evaluate(self, run: results_lib.Run, class_file: str,
                similarity_fns: Sequence[str] = ()) -> dict[str, dict]:
-    """{similarity_fn: evaluation row} of the run's final layer."""
-    options = {"layer": run.layers[-1], "class_names": class_file,
-               "similarity_fns": tuple(similarity_fns),
-               "sentence_model": self.s.sentence_model}
-    output = analyses.run("evaluate", run, **options)
-    return {r["similarity_fn"]: r for r in output.tables["evaluation"].rows}
+    """{similarity_fn: evaluation row} of the run's final layer (the
+    evaluate analysis' rows; its text embedders built once: the run's CLIP
+    text embeddings, the loaded CLIP for other strings, the sentence
+    model)."""
+    embedders = {"clip": text_embed.cached_embedder(
+        run.concepts, run.text_embeddings(),
+        text_embed.embedder_fn(self._clip))}
+    if self.s.sentence_model:
+      if self._sentence is None:
+        self._sentence = text_embed.make_text_embedder(
+            "sentence", model=self.s.sentence_model)
+      embedders["sentence"] = self._sentence
+    table, _ = evaluate_analysis.evaluate_layer(
+        run, run.layers[-1], evaluate_metrics.read_class_names(class_file),
+        similarity_names=list(similarity_fns) or None, embedders=embedders)
+    return {r["similarity_fn"]: r for r in table}
 
 
 # ----------------------------------------------------------------------------
