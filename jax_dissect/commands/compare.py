@@ -24,74 +24,75 @@ from absl import flags
 
 from jax_dissect.commands import common
 
-_DIRS = flags.DEFINE_list("results_dirs", [], "Two or more describe_neurons "
-                          "results directories, in order (a series: "
-                          "training order).", module_name=common.flag_module())
-_OUT = flags.DEFINE_string("out_dir", None, "Output directory (created).",
-                           module_name=common.flag_module())
-_NAMES = flags.DEFINE_list("names", [], "A name per run (default: the "
-                           "directories' names).",
-                           module_name=common.flag_module())
-_LAYERS = flags.DEFINE_list("layers", [], "Layers to compare (default: those "
-                            "every run has).", module_name=common.flag_module())
-_TAU = flags.DEFINE_float("tau", None, "Interpretable if score > tau "
-                          "(default: the similarity function's published "
-                          "tau, 0.16 for soft_wpmi).",
-                          module_name=common.flag_module())
-_ALPHA = flags.DEFINE_float("alpha", None, "Also: interpretable if the "
-                            "label's q-value < alpha (scoring analysis).",
-                            module_name=common.flag_module())
-_ACC = flags.DEFINE_list("accuracies", [], "A test accuracy per run, to plot "
-                         "profiles against (default: config.json "
-                         "'accuracy').", module_name=common.flag_module())
-_CATEGORIZER = flags.DEFINE_string(
-    "categorizer", "clip", "The profile's categorizer: clip, table, llm or "
-    "llm_json.", module_name=common.flag_module())
-_TABLE = flags.DEFINE_string("category_table", "", "label<TAB>category file "
-                             "(categorizer=table).",
-                             module_name=common.flag_module())
-_LLM = flags.DEFINE_string("llm", "", "Language model of categorizer=llm / "
-                           "llm_json: package.module:function, a hub id or a "
-                           "local Flax LM.", module_name=common.flag_module())
-_EMBED = flags.DEFINE_string("text_embed_fn", "", "package.module:function, "
-                             "a custom text embedder of the clip "
-                             "categorizer.", module_name=common.flag_module())
-_TITLE = flags.DEFINE_string("title", None, "Page title.",
-                             module_name=common.flag_module())
+_FLAGS = (
+    ("list", "results_dirs", [], "Two or more describe_neurons results "
+     "directories, in order (a series: training order)."),
+    ("string", "out_dir", None, "Output directory (created)."),
+    ("list", "names", [], "A name per run (default: the directories' "
+     "names)."),
+    ("list", "layers", [], "Layers to compare (default: those every run "
+     "has)."),
+    ("float", "tau", None, "Interpretable if score > tau (default: the "
+     "similarity function's published tau, 0.16 for soft_wpmi)."),
+    ("float", "alpha", None, "Also: interpretable if the label's q-value < "
+     "alpha (scoring analysis)."),
+    ("list", "accuracies", [], "A test accuracy per run, to plot profiles "
+     "against (default: config.json 'accuracy')."),
+    ("string", "categorizer", "clip", "The profile's categorizer: clip, "
+     "table, llm or llm_json."),
+    ("string", "category_table", "", "label<TAB>category file "
+     "(categorizer=table)."),
+    ("string", "llm", "", "Language model of categorizer=llm / llm_json: "
+     "package.module:function, a hub id or a local Flax LM."),
+    ("string", "text_embed_fn", "", "package.module:function, a custom "
+     "text embedder of the clip categorizer."),
+    ("string", "title", None, "Page title."),
+)
+
+
+def _define_flags() -> None:
+  """Defines the command's flags when it runs (the commands share one flag
+  registry, so their flag names may repeat between commands)."""
+  for kind, name, default, text in _FLAGS:
+    getattr(flags, f"DEFINE_{kind}")(name, default, text,
+                                     module_name=common.flag_module())
+
+
+FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if len(_DIRS.value) < 2:
+  if len(FLAGS.results_dirs) < 2:
     raise ValueError("--results_dirs needs two or more results directories, "
                      "comma-separated")
-  if not _OUT.value:
+  if not FLAGS.out_dir:
     raise ValueError("--out_dir is required: where the tables, charts and "
                      "compare.html go")
   try:
-    accuracies = [float(a) for a in _ACC.value]
+    accuracies = [float(a) for a in FLAGS.accuracies]
   except ValueError as e:
-    raise ValueError(f"--accuracies={','.join(_ACC.value)} must be numbers, "
-                     "one per run") from e
-  plugin = any(":" in v for v in (_LLM.value, _EMBED.value))
+    raise ValueError(f"--accuracies={','.join(FLAGS.accuracies)} must be "
+                     "numbers, one per run") from e
+  plugin = any(":" in v for v in (FLAGS.llm, FLAGS.text_embed_fn))
   common.setup_environment(needs_torch=plugin)
   from jax_dissect.analyses import _compare  # pylint: disable=g-import-not-at-top
   from jax_dissect.report import compare as page  # pylint: disable=g-import-not-at-top
   from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
-  runs = [results_lib.load_run(d) for d in _DIRS.value]
-  profile_options = {"categorizer": _CATEGORIZER.value}
-  for key, flag in (("category_table", _TABLE), ("llm", _LLM),
-                    ("text_embed_fn", _EMBED)):
-    if flag.value:
-      profile_options[key] = flag.value
+  runs = [results_lib.load_run(d) for d in FLAGS.results_dirs]
+  profile_options = {"categorizer": FLAGS.categorizer}
+  for key in ("category_table", "llm", "text_embed_fn"):
+    if FLAGS[key].value:
+      profile_options[key] = FLAGS[key].value
   comparison = _compare.compare_runs(
-      runs, _NAMES.value or None, layers=_LAYERS.value or None,
-      profile_options=profile_options, tau=_TAU.value, alpha=_ALPHA.value,
+      runs, FLAGS.names or None, layers=FLAGS.layers or None,
+      profile_options=profile_options, tau=FLAGS.tau, alpha=FLAGS.alpha,
       accuracies=accuracies or None)
-  _compare.write_comparison(comparison, _OUT.value)
-  path = page.build_compare_page(_OUT.value, run_dirs=list(_DIRS.value),
-                                 title=_TITLE.value)
+  _compare.write_comparison(comparison, FLAGS.out_dir)
+  path = page.build_compare_page(FLAGS.out_dir,
+                                 run_dirs=list(FLAGS.results_dirs),
+                                 title=FLAGS.title)
   for note in comparison.notes:
     print(f"note: {note}")
   for line in comparison.summary:
@@ -100,4 +101,5 @@ def main(argv):
 
 
 def run(argv=None):
+  _define_flags()
   app.run(common.one_line_errors(main), argv=argv)

@@ -1,8 +1,9 @@
 """`jax-dissect reproduce`: a paper's table, run and set beside its numbers.
 
-  # The paper's setting (real weights and data; hours on a GPU):
+  # The paper's setting (real weights and data):
   jax-dissect reproduce --table=table3 --work_dir=repro \
-      --concepts_dir=data --sentence_model=sentence-transformers/all-mpnet-base-v2 \
+      --concepts_dir=data \
+      --sentence_model=sentence-transformers/all-mpnet-base-v2 \
       --set=tfds_manual_dir=/data/imagenet,broden_dir=/data/broden
   # Offline, on random models (minutes on a CPU; tests the plumbing):
   jax-dissect reproduce --table=all --smoke --work_dir=/tmp/repro \
@@ -28,51 +29,47 @@ from absl import flags
 
 from jax_dissect.commands import common
 
-_TABLE = flags.DEFINE_string("table", None, "table1, table2, table3, "
-                             "stability, profile, or all.",
-                             module_name=common.flag_module())
-_WORK = flags.DEFINE_string("work_dir", "reproduce", "Runs, cache and "
-                            "derived files.", module_name=common.flag_module())
-_OUT = flags.DEFINE_string("out_dir", None, "Tables and charts (default "
-                           "<work_dir>/tables).",
-                           module_name=common.flag_module())
-_CONCEPTS = flags.DEFINE_string(
-    "concepts_dir", None, "The concept sets (20k.txt, 10k.txt, 3k.txt, "
-    "broden_labels_clean.txt, imagenet_labels.txt, categories_places365.txt;"
-    " default $JAX_DISSECT_SHARED_DATA/concepts, else data).",
-    module_name=common.flag_module())
-_SMOKE = flags.DEFINE_bool("smoke", False, "The offline smoke setting: "
-                           "random models on a folder of photos.",
-                           module_name=common.flag_module())
-_SET = flags.DEFINE_list("set", [], "describe_neurons options for every run, "
-                         "key=value (e.g. broden_dir=/data/broden).",
-                         module_name=common.flag_module())
-_WEIGHTS = flags.DEFINE_list("weights", [], "model=weights for target models "
-                             "(e.g. resnet18_places365=/data/rn18.pth.tar).",
-                             module_name=common.flag_module())
-_SENTENCE = flags.DEFINE_string(
-    "sentence_model", "", "sentence-transformers model of the mpnet columns "
-    "(the paper's: sentence-transformers/all-mpnet-base-v2); empty skips "
-    "them.", module_name=common.flag_module())
-_CATEGORIZER = flags.DEFINE_string("categorizer", "clip", "Profile "
-                                   "categorizer (profile table).",
-                                   module_name=common.flag_module())
-_LLM = flags.DEFINE_string("llm", "", "Language model of categorizer=llm_json.",
-                           module_name=common.flag_module())
-_PHOTOS = flags.DEFINE_string("smoke_photos", None, "Smoke: a folder of "
-                              "photos (default <concepts_dir>/../"
-                              "imagenet_sample).",
-                              module_name=common.flag_module())
-_IMAGES = flags.DEFINE_integer("smoke_images", 40, "Smoke: images per probe "
-                               "set (rank_reorder needs 40).",
-                               module_name=common.flag_module())
-_NCONCEPTS = flags.DEFINE_integer("smoke_concepts", 40, "Smoke: concepts "
-                                  "kept of each set.",
-                                  module_name=common.flag_module())
-_BPE = flags.DEFINE_string("clip_tokenizer", None, "Smoke: CLIP's BPE file "
-                           "(default <concepts_dir>/../clip_bpe/"
-                           "bpe_simple_vocab_16e6.txt.gz).",
-                           module_name=common.flag_module())
+_FLAGS = (
+    ("string", "table", None, "table1, table2, table3, stability, profile, "
+     "or all."),
+    ("string", "work_dir", "reproduce", "Runs, cache and derived files."),
+    ("string", "out_dir", None, "Tables and charts (default "
+     "<work_dir>/tables)."),
+    ("string", "concepts_dir", None, "The concept sets (20k.txt, 10k.txt, "
+     "3k.txt, broden_labels_clean.txt, imagenet_labels.txt, "
+     "categories_places365.txt; default $JAX_DISSECT_SHARED_DATA/concepts, "
+     "else data)."),
+    ("bool", "smoke", False, "The offline smoke setting: random models on a "
+     "folder of photos."),
+    ("list", "set", [], "describe_neurons options for every run, key=value "
+     "(e.g. broden_dir=/data/broden)."),
+    ("list", "weights", [], "model=weights for target models (e.g. "
+     "resnet18_places365=/data/rn18.pth.tar)."),
+    ("string", "sentence_model", "", "sentence-transformers model of the "
+     "mpnet columns (the paper's: sentence-transformers/all-mpnet-base-v2); "
+     "empty skips them."),
+    ("string", "categorizer", "clip", "Profile categorizer (profile "
+     "table)."),
+    ("string", "llm", "", "Language model of categorizer=llm_json."),
+    ("string", "smoke_photos", None, "Smoke: a folder of photos (default "
+     "<concepts_dir>/../imagenet_sample)."),
+    ("integer", "smoke_images", 40, "Smoke: images per probe set "
+     "(rank_reorder needs 40)."),
+    ("integer", "smoke_concepts", 40, "Smoke: concepts kept of each set."),
+    ("string", "clip_tokenizer", None, "Smoke: CLIP's BPE file (default "
+     "<concepts_dir>/../clip_bpe/bpe_simple_vocab_16e6.txt.gz)."),
+)
+
+
+def _define_flags() -> None:
+  """Defines the command's flags when it runs (the commands share one flag
+  registry, so their flag names may repeat between commands)."""
+  for kind, name, default, text in _FLAGS:
+    getattr(flags, f"DEFINE_{kind}")(name, default, text,
+                                     module_name=common.flag_module())
+
+
+FLAGS = flags.FLAGS
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -99,44 +96,44 @@ def _typed(config_value, text: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  common.setup_environment(needs_torch=bool(_SENTENCE.value)
-                           or ":" in _LLM.value)
+  common.setup_environment(needs_torch=bool(FLAGS.sentence_model)
+                           or ":" in FLAGS.llm)
   from jax_dissect.pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
   from jax_dissect.pipeline import reproduce  # pylint: disable=g-import-not-at-top
-  if not _TABLE.value:
+  if not FLAGS.table:
     raise ValueError("--table is required: one of "
                      f"{', '.join(reproduce.TABLES)}, or all")
-  names = (list(reproduce.TABLES) if _TABLE.value == "all"
-           else [reproduce.check_table(_TABLE.value)])
+  names = (list(reproduce.TABLES) if FLAGS.table == "all"
+           else [reproduce.check_table(FLAGS.table)])
   shared = os.environ.get("JAX_DISSECT_SHARED_DATA")
-  concepts_dir = _CONCEPTS.value or (os.path.join(shared, "concepts")
+  concepts_dir = FLAGS.concepts_dir or (os.path.join(shared, "concepts")
                                      if shared else "data")
   if not os.path.isdir(concepts_dir):
     raise ValueError(f"--concepts_dir={concepts_dir!r} is not a directory")
   data_root = os.path.dirname(os.path.abspath(concepts_dir))
   defaults = config_lib.default_config()
   overrides = {}
-  for key, value in _pairs(_SET.value, "set").items():
+  for key, value in _pairs(FLAGS.set, "set").items():
     if key not in defaults:
       raise ValueError(f"--set {key}: not a describe_neurons option")
     try:
       overrides[key] = _typed(defaults[key], value)
     except ValueError as e:
       raise ValueError(f"--set {key}={value!r}: {e}") from e
-  profile_options = {"categorizer": _CATEGORIZER.value}
-  if _LLM.value:
-    profile_options["llm"] = _LLM.value
+  profile_options = {"categorizer": FLAGS.categorizer}
+  if FLAGS.llm:
+    profile_options["llm"] = FLAGS.llm
   setting = reproduce.Setting(
-      work_dir=_WORK.value, concepts_dir=concepts_dir, smoke=_SMOKE.value,
-      overrides=overrides, weights=_pairs(_WEIGHTS.value, "weights"),
-      sentence_model=_SENTENCE.value, profile_options=profile_options,
-      smoke_photos=_PHOTOS.value or os.path.join(data_root,
+      work_dir=FLAGS.work_dir, concepts_dir=concepts_dir, smoke=FLAGS.smoke,
+      overrides=overrides, weights=_pairs(FLAGS.weights, "weights"),
+      sentence_model=FLAGS.sentence_model, profile_options=profile_options,
+      smoke_photos=FLAGS.smoke_photos or os.path.join(data_root,
                                                  "imagenet_sample"),
-      smoke_images=_IMAGES.value, smoke_concepts=_NCONCEPTS.value,
-      clip_tokenizer=_BPE.value or os.path.join(
+      smoke_images=FLAGS.smoke_images, smoke_concepts=FLAGS.smoke_concepts,
+      clip_tokenizer=FLAGS.clip_tokenizer or os.path.join(
           data_root, "clip_bpe", "bpe_simple_vocab_16e6.txt.gz"))
   runner = reproduce.Runner(setting)
-  out_dir = _OUT.value or os.path.join(_WORK.value, "tables")
+  out_dir = FLAGS.out_dir or os.path.join(FLAGS.work_dir, "tables")
   for name in names:
     result = reproduce.reproduce_table(name, setting, runner)
     paths = reproduce.write_table(result, out_dir)
@@ -148,4 +145,5 @@ def main(argv):
 
 
 def run(argv=None):
+  _define_flags()
   app.run(common.one_line_errors(main), argv=argv)

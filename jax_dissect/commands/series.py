@@ -23,18 +23,26 @@ from absl import flags
 from jax_dissect.commands import common
 from jax_dissect.commands import describe as describe_command
 
-_WEIGHTS = flags.DEFINE_list("weights", [], "The series' target weights, in "
-                             "order (files, orbax directories, hub ids).",
-                             module_name=common.flag_module())
-_CKPT = flags.DEFINE_string("checkpoint_dir", None, "An orbax checkpoint "
-                            "directory of steps (<dir>/<step>/), instead of "
-                            "--weights.", module_name=common.flag_module())
-_NAMES = flags.DEFINE_list("names", [], "A name per weights (default: file "
-                           "names, or step_<n>).",
-                           module_name=common.flag_module())
-_COMPARE = flags.DEFINE_string("compare_out", None, "Compare the runs in "
-                               "series order into this directory.",
-                               module_name=common.flag_module())
+_FLAGS = (
+    ("list", "weights", [], "The series' target weights, in order (files, "
+     "orbax directories, hub ids)."),
+    ("string", "checkpoint_dir", None, "An orbax checkpoint directory of "
+     "steps (<dir>/<step>/), instead of --weights."),
+    ("list", "names", [], "A name per weights (default: file names, or "
+     "step_<n>)."),
+    ("string", "compare_out", None, "Compare the runs in series order into "
+     "this directory."),
+)
+
+
+def _define_flags() -> None:
+  """Defines the command's flags when it runs (the commands share one flag
+  registry, so their flag names may repeat between commands)."""
+  for kind, name, default, text in _FLAGS:
+    getattr(flags, f"DEFINE_{kind}")(name, default, text,
+                                     module_name=common.flag_module())
+
+
 FLAGS = flags.FLAGS
 
 
@@ -45,32 +53,33 @@ def main(argv):
                                     "process_id", "distributed")):
     raise ValueError("series runs in one process; the multi-process flags "
                      "are for jax-dissect describe")
-  if bool(_WEIGHTS.value) == bool(_CKPT.value):
+  if bool(FLAGS.weights) == bool(FLAGS.checkpoint_dir):
     raise ValueError("give the series' weights with either --weights "
                      "(a list) or --checkpoint_dir (orbax steps)")
   common.setup_environment()
   from jax_dissect.pipeline import series  # pylint: disable=g-import-not-at-top
-  if _CKPT.value:
-    weights = series.checkpoint_steps(_CKPT.value)
-    if _NAMES.value:
-      weights = series.weights_list([w for _, w in weights], _NAMES.value)
+  if FLAGS.checkpoint_dir:
+    weights = series.checkpoint_steps(FLAGS.checkpoint_dir)
+    if FLAGS.names:
+      weights = series.weights_list([w for _, w in weights], FLAGS.names)
   else:
-    weights = series.weights_list(_WEIGHTS.value, _NAMES.value or None)
+    weights = series.weights_list(FLAGS.weights, FLAGS.names or None)
   runs = series.describe_series(describe_command.config_from_flags(),
                                 weights)
   for run in runs:
     print(run.path)
-  if _COMPARE.value:
+  if FLAGS.compare_out:
     from jax_dissect.analyses import _compare  # pylint: disable=g-import-not-at-top
     from jax_dissect.report import compare as page  # pylint: disable=g-import-not-at-top
     comparison = _compare.compare_runs(runs, [n for n, _ in weights])
-    _compare.write_comparison(comparison, _COMPARE.value)
+    _compare.write_comparison(comparison, FLAGS.compare_out)
     for note in comparison.notes:
       print(f"note: {note}")
-    print(page.build_compare_page(_COMPARE.value,
+    print(page.build_compare_page(FLAGS.compare_out,
                                   run_dirs=[r.path for r in runs]))
 
 
 def run(argv=None):
+  _define_flags()
   app.run(common.one_line_errors(main), argv=argv,
           flags_parser=describe_command.parse_flags)

@@ -156,7 +156,7 @@ def _first_synonym(line: str) -> str:
   return line.split(",")[0].strip()
 
 
-def _places_name(line: str) -> str:
+def places_name(line: str) -> str:
   """"/b/bus_station/indoor 42" -> "bus station-indoor"."""
   path = line.split()[0].strip("/").split("/")[1:]
   return "-".join(path).replace("_", " ")
@@ -206,7 +206,7 @@ class Runner:
     return names[:SMOKE_CLASSES] if self.s.smoke else names
 
   def places_classes(self) -> list[str]:
-    names = [_places_name(l) for l in _read_lines(
+    names = [places_name(l) for l in _read_lines(
         os.path.join(self.s.concepts_dir, PLACES_FILE))]
     return names[:SMOKE_CLASSES] if self.s.smoke else names
 
@@ -545,10 +545,11 @@ def profile(runner: Runner) -> TableResult:
   notes = _smoke_note(runner.s) + [
       "the paper categorizes with GPT-4 (one-shot, a JSON mapping): "
       "categorizer=llm_json with llm=<a language model> does the same; the "
-      f"categorizer here: {runner.s.profile_options.get('categorizer', 'clip')}"]
+      "categorizer here: "
+      f"{runner.s.profile_options.get('categorizer', 'clip')}"]
   return TableResult(
-      "profile", f"{papers.PROFILING}: Figure 4 (share of interpretable neurons "
-      "at tau, all profiled layers) and Figure 3 (layer profiles: "
+      "profile", f"{papers.PROFILING}: Figure 4 (share of interpretable "
+      "neurons at tau, all profiled layers) and Figure 3 (layer profiles: "
       "profile_<model>.png, profile_layers.csv); ours (paper)", rows,
       markdown, notes, extra={"profile_layers": profiles}, charts=charts)
 

@@ -52,7 +52,7 @@ def test_table2(tables):
   (row,) = result.rows
   broden = {l.strip().lower() for l in open(shared_data.path(
       "concepts", "broden_labels_clean.txt"))}
-  places = [reproduce._places_name(l) for l in open(shared_data.path(  # pylint: disable=protected-access
+  places = [reproduce.places_name(l) for l in open(shared_data.path(
       "concepts", "categories_places365.txt"))][:reproduce.SMOKE_CLASSES]
   assert row["n_classes_in_concepts"] == sum(p in broden for p in places)
   assert row["top1_paper"] == 58.05 and 0 <= row["top1"] <= 100
