@@ -16,15 +16,6 @@ concept m describes neuron k (formulas: docs/design.md).
     s = similarity.soft_wpmi(A, P, top_k=100)   # strict, one device
 """
 
-from jax_dissect.similarity.kernels import KernelPlan
-from jax_dissect.similarity.kernels import rank_reorder_permutations
-from jax_dissect.similarity.kernels import validate_inputs
-from jax_dissect.similarity.registry import get_kernel
-from jax_dissect.similarity.registry import Kernel
-from jax_dissect.similarity.registry import KERNELS
-from jax_dissect.similarity.registry import names
-from jax_dissect.similarity.registry import plan_kernel
-from jax_dissect.similarity.registry import register_kernel
 from jax_dissect.similarity.runner import compute
 from jax_dissect.similarity.runner import cos_similarity
 from jax_dissect.similarity.runner import cos_similarity_cubed
@@ -34,6 +25,15 @@ from jax_dissect.similarity.runner import resolve_plan
 from jax_dissect.similarity.runner import soft_wpmi
 from jax_dissect.similarity.runner import top_concepts
 from jax_dissect.similarity.runner import wpmi
+from jax_dissect.similarity.kernels import KernelPlan
+from jax_dissect.similarity.kernels import rank_reorder_permutations
+from jax_dissect.similarity.kernels import validate_inputs
+from jax_dissect.similarity.registry import get_kernel
+from jax_dissect.similarity.registry import Kernel
+from jax_dissect.similarity.registry import KERNELS
+from jax_dissect.similarity.registry import names
+from jax_dissect.similarity.registry import plan_kernel
+from jax_dissect.similarity.registry import register_kernel
 
 __all__ = [
     "KERNELS", "Kernel", "KernelPlan", "compute", "cos_similarity",
