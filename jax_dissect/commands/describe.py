@@ -55,7 +55,8 @@ _STR_FLAGS = {
                "such as imagenet_val or cifar100_val, or a+b).",
     "concept_set": "Concept set file, one concept per line.",
     "pool_mode": "Spatial pooling of conv maps: avg or max.",
-    "token_pool": "Pooling of (B, T, C) token maps (ViTs): cls or mean.",
+    "token_pool": "Pooling of (B, T, C) token maps (ViTs): cls, mean, "
+                  "patch_mean, patch_max or a prefix token (reg0).",
     "similarity_fn": "soft_wpmi, wpmi, rank_reorder, cos_similarity or "
                      "cos_similarity_cubed.",
     "result_dir": "Directory the results are written to.",
@@ -348,8 +349,8 @@ def main(argv) -> None:
     launch.watch_parent()
   config = config_from_flags()
   if FLAGS.compilation_cache:
-    from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
     from jax_dissect import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+    from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
     compilation_cache.enable(dict(config).get("activation_dir") or
                              pipeline_lib.default_config().activation_dir)
   named = _hub_names(config)

@@ -42,6 +42,14 @@ COMMANDS = {
     "report": "Write the HTML report of a results directory (open it in "
               "any browser).",
     "convert": "Convert torchvision ResNet weights to a Flax checkpoint.",
+    "compare": "Put two or more runs side by side (profiles, label "
+               "agreement, matched neurons) or a series of checkpoints "
+               "as a trend; writes tables, charts and compare.html.",
+    "reproduce": "Rerun a paper's table (CLIP-Dissect Tables 1-3, the "
+                 "stability paper's, the profiling paper's figures) with "
+                 "the published numbers beside ours.",
+    "series": "describe over a series of checkpoints (a list of weights "
+              "or an orbax directory of steps), CLIP computed once.",
 }
 EXIT_STATUS = ("exit status: 0 done, 1 failed while running, 2 bad usage "
                "(the error line says what to pass), 130 interrupted")
@@ -57,6 +65,10 @@ SOURCES = {
     "analyze": (*_COMMON, "commands/analyze.py", "analyses/__init__.py"),
     "report": (*_COMMON, "commands/report.py"),
     "convert": (*_COMMON, "commands/convert.py", "models/registry.py"),
+    "compare": (*_COMMON, "commands/compare.py"),
+    "reproduce": (*_COMMON, "commands/reproduce.py"),
+    "series": (*_COMMON, "commands/series.py", "commands/describe.py",
+               "pipeline/config.py", "configs/__init__.py"),
 }
 
 

@@ -23,8 +23,14 @@ hidden state (a ModelOutput's first non-None field, e.g. last_hidden_state).
 Other tuples and non-array outputs are not capturable. Pooling:
 
 - (B, H, W, C) conv maps are pooled over space: "avg" (alias "mean") or "max";
-- (B, T, C) token maps take the CLS token, index 0 (token_pool="cls"), or
-  the mean over all T tokens, CLS included (token_pool="mean");
+- (B, T, C) token maps take the CLS token, index 0 (token_pool="cls"), the
+  mean over all T tokens, CLS included ("mean"), the mean or max over the
+  patch tokens alone ("patch_mean", "patch_max": the tokens after the
+  model's prefix tokens -- CLS, registers -- which `ModelSpec.prefix_tokens`
+  names), or one prefix token by its name ("reg0"; "token:i" is token i).
+  `canonical_token_pool(name, prefix_tokens)` turns a name into the form
+  the capture takes ("cls", "mean", "patch_mean:<n>", "patch_max:<n>",
+  "token:<i>");
 - (B, C) outputs are kept.
 
 `iter_activations` walks a whole probe set in fixed-size batches and yields
@@ -55,7 +61,9 @@ from jax_dissect.runtime import progress as progress_lib
 
 POOL_MODES = ("avg", "max")
 POOL_ALIASES = {"mean": "avg"}
-TOKEN_POOL_MODES = ("cls", "mean")
+TOKEN_POOL_MODES = ("cls", "mean", "patch_mean", "patch_max")
+# The prefix tokens of a model that does not name its own: the CLS token.
+DEFAULT_PREFIX_TOKENS = ("cls",)
 _CALL = "__call__"
 
 # A linen or nnx module.
@@ -71,12 +79,66 @@ def canonical_pool(pool: str) -> str:
   return mode
 
 
-def canonical_token_pool(token_pool: str) -> str:
-  """Checks a token pooling mode: "cls" or "mean"."""
-  if token_pool not in TOKEN_POOL_MODES:
-    raise ValueError(f"token_pool={token_pool!r}; allowed: "
-                     f"{list(TOKEN_POOL_MODES)}")
-  return token_pool
+def canonical_token_pool(token_pool: str,
+                         prefix_tokens: Sequence[str] | None = None) -> str:
+  """The capture's form of a token pooling of (B, T, C) token maps.
+
+  Args:
+    token_pool: "cls" (token 0), "mean" (all tokens), "patch_mean" /
+      "patch_max" (the tokens after the prefix tokens), a name in
+      `prefix_tokens` (that token), or a canonical form ("token:<i>",
+      "patch_mean:<n>", "patch_max:<n>", as returned here).
+    prefix_tokens: the names of the model's tokens before its patch tokens,
+      in order (default DEFAULT_PREFIX_TOKENS: one CLS token).
+
+  Returns:
+    "cls", "mean", "patch_mean:<n>", "patch_max:<n>" (n prefix tokens
+    skipped) or "token:<i>" (i >= 1; token 0 is "cls").
+
+  Raises:
+    ValueError: naming the allowed values.
+  """
+  prefix = tuple(DEFAULT_PREFIX_TOKENS if prefix_tokens is None
+                 else prefix_tokens)
+  name = str(token_pool)
+  if name in ("cls", "mean"):
+    return name
+  if name in ("patch_mean", "patch_max"):
+    return f"{name}:{len(prefix)}"
+  if name in prefix:
+    index = prefix.index(name)
+    return "cls" if index == 0 else f"token:{index}"
+  mode, _, number = name.partition(":")
+  if mode in ("token", "patch_mean", "patch_max") and number.isdigit():
+    if mode == "token" and int(number) == 0:
+      return "cls"
+    return f"{mode}:{int(number)}"
+  names = [n for n in prefix if n not in TOKEN_POOL_MODES]
+  raise ValueError(f"token_pool={token_pool!r}; allowed: "
+                   f"{', '.join(TOKEN_POOL_MODES + tuple(names))} (the "
+                   f"model's prefix tokens: {', '.join(prefix) or 'none'}), "
+                   "or token:<i>")
+
+
+def _pool_tokens(value: Any, token_pool: str, layer: str) -> Any:
+  """(B, T, C) -> (B, C) by a canonical token pooling (see above)."""
+  if token_pool == "cls":
+    return value[:, 0, :]
+  if token_pool == "mean":
+    return jnp.mean(value, 1)
+  mode, _, number = token_pool.partition(":")
+  index, tokens = int(number), value.shape[1]
+  if mode == "token":
+    if index >= tokens:
+      raise ValueError(f"layer {layer!r} has {tokens} tokens; token_pool="
+                       f"token:{index} is out of range")
+    return value[:, index, :]
+  if index >= tokens:
+    raise ValueError(f"layer {layer!r} has {tokens} tokens, none after its "
+                     f"{index} prefix tokens: token_pool={mode} has no patch "
+                     "tokens to pool")
+  patches = value[:, index:, :]
+  return jnp.mean(patches, 1) if mode == "patch_mean" else jnp.max(patches, 1)
 
 
 def _flatten_calls(intermediates: Mapping[str, Any],
@@ -340,7 +402,9 @@ def pool_output(value: Any, pool: str = "avg", layer: str = "output",
       ModelOutput holding one (see `layer_array`).
     pool: "avg"/"mean" or "max", for (B, H, W, C).
     layer: name used in the error message.
-    token_pool: "cls" (token 0) or "mean" (over all tokens), for (B, T, C).
+    token_pool: for (B, T, C): "cls" (token 0), "mean" (over all tokens)
+      or a canonical form of `canonical_token_pool` ("patch_mean:1": the
+      mean of the tokens after one prefix token).
 
   Raises:
     ValueError: for outputs that are not arrays or have another rank,
@@ -352,14 +416,14 @@ def pool_output(value: Any, pool: str = "avg", layer: str = "output",
   if value.ndim == 4:
     return jnp.mean(value, (1, 2)) if mode == "avg" else jnp.max(value, (1, 2))
   if value.ndim == 3:
-    return value[:, 0, :] if token_pool == "cls" else jnp.mean(value, 1)
+    return _pool_tokens(value, token_pool, layer)
   if value.ndim == 2:
     return value
   raise ValueError(
       f"layer {layer!r} outputs shape {tuple(value.shape)} (rank "
       f"{value.ndim}); pooling supports (B, H, W, C) conv maps (pool='avg' "
-      "or 'max' over H, W), (B, T, C) token maps (token_pool='cls' or "
-      f"'mean') and (B, C) vectors. To dissect it, "
+      "or 'max' over H, W), (B, T, C) token maps (token_pool='cls', 'mean', "
+      f"'patch_mean' or 'patch_max') and (B, C) vectors. To dissect it, "
       f"{_rank_hint(tuple(value.shape))}")
 
 
@@ -434,7 +498,7 @@ def capture_pooled(module: Module, variables: Any, images: Any,
     images: a batch, (B, H, W, 3) for image models.
     layers: dotted layer paths (see `list_layers`).
     pool: "avg" (alias "mean") or "max" spatial pooling of conv maps.
-    token_pool: "cls" or "mean" pooling of (B, T, C) token maps.
+    token_pool: pooling of (B, T, C) token maps (canonical_token_pool).
     apply_fn: optional function running the model (see `list_layers`).
     **apply_kwargs: extra keyword arguments of the call (hashable
       values), e.g. deterministic=True.
@@ -546,7 +610,7 @@ def iter_activations(module: Module, variables: Any,
     num_images: total images, for the ETA when `images` is an iterable;
       taken from an array's first dimension.
     log_every_s: seconds between progress log lines.
-    token_pool: "cls" or "mean" pooling of (B, T, C) token maps.
+    token_pool: pooling of (B, T, C) token maps (canonical_token_pool).
     apply_fn: optional function running the model (see `list_layers`).
     devices: local devices to split each batch over: None or "auto" for
       all, a count, or a list of devices.

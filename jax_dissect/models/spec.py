@@ -123,6 +123,12 @@ class ModelSpec:
       already resolved: `default_weights` when none are given). Models
       that are not torchvision ports (Hugging Face models, nnx modules,
       your own checkpoints) load through it; see models/hf.py.
+    prefix_tokens: names of the tokens a transformer puts before its patch
+      tokens, in order (CLS, registers, distillation token): token_pool
+      may name one (e.g. "reg0") and patch_mean / patch_max skip them all.
+      ("cls",) for ViT and CLIP; e.g. ("cls", "reg0", "reg1", "reg2",
+      "reg3") for a ViT with four registers; () for a model without
+      prefix tokens.
   """
   name: str
   constructor: Callable[[], nn.Module]
@@ -131,6 +137,7 @@ class ModelSpec:
   num_classes: int = 0
   input_size: int = 224
   loader: Callable[[str, int], tuple[Any, Any]] | None = None
+  prefix_tokens: tuple[str, ...] = ("cls",)
 
   def build(self) -> nn.Module:
     """Returns a new Flax module (unbound)."""

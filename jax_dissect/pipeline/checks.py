@@ -102,7 +102,10 @@ def check_options(config: ml_collections.ConfigDict, sharding_methods,
     if not str(config[name] or "").strip():
       raise ValueError(f"{name} is empty")
   activations.canonical_pool(config.pool_mode)
-  activations.canonical_token_pool(config.token_pool)
+  if not str(config.token_pool or "").strip():
+    raise ValueError("token_pool is empty; allowed: "
+                     f"{', '.join(activations.TOKEN_POOL_MODES)} or a prefix "
+                     "token of the model (e.g. reg0)")
   template = config.prompt_template
   if template is not None and template.count("{}") != 1:
     raise ValueError(f"prompt_template={template!r} must hold exactly one "

@@ -33,7 +33,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.concept_set = "data/20k.txt"
   c.batch_size = 200  # Images (texts) per device per forward call.
   c.pool_mode = "avg"
-  c.token_pool = "cls"  # (B, T, C) token maps (ViTs): "cls" or "mean".
+  # (B, T, C) token maps (ViTs): "cls", "mean" (all tokens), "patch_mean",
+  # "patch_max" (patch tokens, after the model's prefix tokens), or a
+  # prefix token's name (ModelSpec.prefix_tokens, e.g. "reg0").
+  c.token_pool = "cls"
   c.similarity_fn = "soft_wpmi"
   c.result_dir = "results"
   c.activation_dir = "saved_activations"  # The cache directory.

@@ -246,7 +246,11 @@ class _Target:
 
   def __init__(self, config, cache, probe, layers, stages):
     self.pool = act_lib.canonical_pool(config.pool_mode)
-    self.token_pool = act_lib.canonical_token_pool(config.token_pool)
+    # A prefix token's name (e.g. "reg0") is the model's: checked against
+    # its spec before the weights load.
+    self.token_pool = act_lib.canonical_token_pool(
+        config.token_pool, models.resolve_model(
+            config.target_model).prefix_tokens)
     self.spec, self.module, self.variables = stages.run(
         "target_load", lambda: models.load_target(
             config.target_model, config.target_weights, config.target_seed))
@@ -319,11 +323,26 @@ def _text_embeddings(config, cache, embedder, texts, stages
   return text_emb, text_key
 
 
-def _concept_activations(config, cache, probe, concept_set, stages, given_p
+def load_clip(config) -> clip.ClipEmbedder:
+  """The backbone (CLIP or SigLIP) of describe_neurons' options
+  (clip_model, clip_seed, clip_tokenizer, clip_config, activation_dir,
+  devices, compute_dtype), as describe_neurons loads it; pass it back as
+  `embedder` to load it once for several runs."""
+  config = config_lib.full_config(config)
+  return clip.load_embedder(
+      config.clip_model, seed=config.clip_seed,
+      tokenizer=config.clip_tokenizer,
+      config_overrides=config.clip_config.to_dict(),
+      work_dir=os.path.abspath(os.path.expanduser(config.activation_dir)),
+      devices=config.devices, compute_dtype=config.compute_dtype)
+
+
+def _concept_activations(config, cache, probe, concept_set, stages, given_p,
+                         embedder=None
                          ) -> tuple[np.ndarray, dict[str, str], str,
                                     dict[str, Any]]:
   """P (N, M) from a given file or from the backbone (CLIP or SigLIP,
-  cached).
+  cached; `embedder` if given, else loaded from the options).
 
   Returns:
     (P, {name: path} of P and the embeddings, a digest of P's content,
@@ -334,11 +353,8 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
     return (*_given_p(config.concept_activations, given_p), {})
 
   processes = stages.processes
-  embedder = stages.run("clip_load", lambda: clip.load_embedder(
-      config.clip_model, seed=config.clip_seed,
-      tokenizer=config.clip_tokenizer,
-      config_overrides=config.clip_config.to_dict(), work_dir=cache.root,
-      devices=config.devices, compute_dtype=config.compute_dtype))
+  if embedder is None:
+    embedder = stages.run("clip_load", lambda: load_clip(config))
   num_devices = embedder.data_parallel.num_devices * processes.count
   clip_id = embedder.identity()
   text_emb, text_key = _text_embeddings(config, cache, embedder,
@@ -483,7 +499,8 @@ def _layer_neurons(config, cache, layer, a, a_key, p, p_key, concepts,
 # ----------------------------------------------------------------------------
 
 
-def describe_neurons(config: ml_collections.ConfigDict | dict
+def describe_neurons(config: ml_collections.ConfigDict | dict, *,
+                     embedder: clip.ClipEmbedder | None = None
                      ) -> results_lib.Run:
   """Labels every neuron of the chosen layers; writes `config.result_dir`.
 
@@ -493,6 +510,10 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
 
   Args:
     config: options, see `config.default_config()` (missing keys take defaults).
+    embedder: the run's CLIP, already loaded (`load_clip(config)`), e.g. to
+      load it once for a series of runs; its identity keys the cache, so a
+      CLIP other than the config's gives other entries (the config's
+      clip_model is what config.json records: pass the config's own).
 
   Returns:
     The run as written to result_dir (descriptions.csv, neurons.jsonl,
@@ -551,7 +572,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
   target = _Target(config, cache, probe, layers, stages)
   # 3. P.
   p, p_paths, p_key, backbone = _concept_activations(
-      config, cache, probe, concept_set, stages, given_p)
+      config, cache, probe, concept_set, stages, given_p, embedder)
   # The presence parameters scoring uses for this backbone (documented, or
   # fitted to its P), written into the run.
   presence = scoring.presence_params_for(scoring.run_backbone(config), p)
@@ -573,7 +594,9 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
         processes.count if num_devices > 1 else 1))
     neurons += found
   # 6. The results directory (process 0).
-  config_dict = {**config.to_dict(), "similarity_kwargs": {
+  config_dict = {**config.to_dict(), "token_pool": target.token_pool,
+                 "token_pool_name": config.token_pool,
+                 "similarity_kwargs": {
       k: v for k, v in kwargs.items() if k != "key"},
                  "jax_dissect_version": jax_dissect.__version__,
                  "device_list": [str(d) for d in jax.devices()],

@@ -101,9 +101,25 @@ def test_token_pooling(tiny_vit):
     np.testing.assert_allclose(mean[layer], full[layer].mean(1), rtol=1e-5,
                                atol=1e-6)
   with pytest.raises(ValueError, match=r"token_pool='first'; allowed: "
-                     r"\['cls', 'mean'\]"):
+                     r"cls, mean, patch_mean, patch_max"):
     activations.capture_pooled(module, variables, x, BLOCKS,
                                token_pool="first")
+
+
+def test_patch_token_pooling(tiny_vit):
+  """patch_mean / patch_max pool the 16 patch tokens, not the CLS token."""
+  module, variables = tiny_vit
+  x = _pixels()
+  full = activations.capture_outputs(module, variables, x, BLOCKS)
+  for mode, reduce in (("patch_mean", np.mean), ("patch_max", np.max)):
+    got = activations.capture_pooled(module, variables, x, BLOCKS,
+                                     token_pool=mode)
+    for layer in BLOCKS:
+      want = reduce(np.asarray(full[layer])[:, 1:], axis=1)
+      np.testing.assert_allclose(got[layer], want, rtol=1e-5, atol=1e-6)
+      if mode == "patch_mean":  # Not the mean of every token (CLS differs).
+        assert not np.allclose(got[layer], np.asarray(full[layer]).mean(1),
+                               atol=1e-4)
 
 
 def test_apply_fn_through_the_hf_model_call(tiny_vit):

@@ -11,11 +11,25 @@ label and class name in CLIP's text space (cos_clip) and in a sentence
 embedding space (cos_sentence). Every similarity function re-runs on the
 run's cached A and P. Writes evaluation.csv/.json (one row per function) and
 evaluation_neurons.csv.
+
+  # Describe-and-Dissect's descriptions (analysis/dnd.csv) beside the run's:
+  ... --descriptions=dnd
+
+With descriptions (dnd: the dnd analysis' dnd.csv; or any CSV with layer,
+unit, description[, label_2, label_3]) a row "dnd" scores them: top1 = the
+best description is the class name, top3 = one of three is, cos_* as above;
+where they cover only some neurons, the run's kernels are scored again on
+those neurons alone ("<fn> (same units)") so the rows compare like with like.
+A class's accuracy needs its name in the concept set; with some names
+missing (Table 2: 267 of Places365's 365 classes are in Broden), top1 and
+top5 are None and top1_present / top5_present are the accuracies over the
+neurons whose class name is a concept (n_classes_in_concepts of them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import os
 from typing import Any
 
 from absl import logging
@@ -25,18 +39,20 @@ import numpy as np
 from jax_dissect import similarity
 from jax_dissect.analyses.evaluate import metrics as evaluate_lib
 from jax_dissect.analyses.evaluate.metrics import class_name_ranks
+from jax_dissect.analyses.evaluate.metrics import evaluate_descriptions
 from jax_dissect.analyses.evaluate.metrics import evaluate_similarity
 from jax_dissect.analyses.evaluate.metrics import label_cosines
 from jax_dissect.analyses.evaluate.metrics import read_class_names
+from jax_dissect.analyses.evaluate.metrics import read_descriptions
 from jax_dissect.analyses.evaluate.metrics import top_k_accuracy
 from jax_dissect.clip import text_embed
 from jax_dissect.runtime import options
 from jax_dissect.store import results as results_lib
 
 __all__ = [
-    "class_name_ranks", "DESCRIPTION", "evaluate_layer",
-    "evaluate_similarity", "get_config", "label_cosines", "NAME",
-    "read_class_names", "run", "top_k_accuracy",
+    "class_name_ranks", "DESCRIPTION", "evaluate_descriptions",
+    "evaluate_layer", "evaluate_similarity", "get_config", "label_cosines",
+    "NAME", "read_class_names", "read_descriptions", "run", "top_k_accuracy",
 ]
 
 NAME = "evaluate"
@@ -52,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
   text_embed.add_options(c, "cached+clip")  # cos_clip; "none" skips it.
   c.sentence_model = ""  # sentence-transformers model for cos_sentence.
   c.seed = ml_collections.config_dict.placeholder(int)  # rank_reorder's.
+  # Open-vocabulary descriptions to score too: dnd (the dnd analysis'
+  # dnd.csv) or a CSV with layer,unit,description[,label_2,label_3].
+  c.descriptions = ""
   return c
 
 
@@ -61,6 +80,7 @@ def evaluate_layer(
     embedders: Mapping[str, text_embed.TextEmbedFn] | None = None,
     kernel_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int | None = None, top_ks: Sequence[int] = (1, 5),
+    units: Sequence[int] | None = None, suffix: str = "",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
   """Compares similarity functions on a class layer of a run.
 
@@ -76,6 +96,8 @@ def evaluate_layer(
     kernel_overrides: kernel name -> hyper-parameters to override.
     seed: seed of rank_reorder's key (default: the run's seed).
     top_ks: accuracies to report.
+    units: score only these neurons (default all).
+    suffix: appended to each row's similarity_fn (e.g. " (same units)").
 
   Returns:
     (table, neuron_rows): one summary row per similarity function (keys
@@ -101,14 +123,21 @@ def evaluate_layer(
     kwargs = results.kernel_kwargs(name, (kernel_overrides or {}).get(name))
     logging.info("evaluate: %s on layer %s (%s)", name, layer, kwargs)
     sim = np.asarray(similarity.compute(name, a, p, seed=seed, **kwargs))
+    kept = list(range(len(class_names))) if units is None else list(units)
     summary, per_neuron = evaluate_lib.evaluate_similarity(
-        sim, results.concepts, class_names, embedders, top_ks)
-    table.append({"similarity_fn": name, "layer": layer, **summary})
-    for unit in range(len(class_names)):
-      row: dict[str, Any] = {"similarity_fn": name, "layer": layer,
+        sim[kept], results.concepts, [class_names[u] for u in kept],
+        embedders, top_ks)
+    ranks = np.asarray(per_neuron["rank"])
+    present = ranks >= 0
+    for k in top_ks:
+      summary[f"top{k}_present"] = (float(np.mean(ranks[present] < k))
+                                    if present.any() else None)
+    table.append({"similarity_fn": name + suffix, "layer": layer, **summary})
+    for i, unit in enumerate(kept):
+      row: dict[str, Any] = {"similarity_fn": name + suffix, "layer": layer,
                              "unit": unit}
       for key, values in per_neuron.items():
-        v = values[unit]
+        v = values[i]
         row[key] = v.item() if isinstance(v, np.generic) else v
       neuron_rows.append(row)
   return table, neuron_rows
@@ -135,9 +164,32 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
   if config.sentence_model:
     embedders["sentence"] = text_embed.make_text_embedder(
         "sentence", model=config.sentence_model)
+  described = None
+  if config.descriptions:
+    path = (os.path.join(results.analysis_dir(), "dnd.csv")
+            if config.descriptions == "dnd" else config.descriptions)
+    described = evaluate_lib.read_descriptions(path, layer)
   table, neuron_rows = evaluate_layer(results, layer, class_names,
                                       similarity_names=fns or None,
                                       embedders=embedders, seed=seed)
+  if described is not None:
+    summary, per_neuron = evaluate_lib.evaluate_descriptions(
+        described, class_names, embedders)
+    units = per_neuron["unit"]
+    if len(units) < len(class_names):
+      more, more_rows = evaluate_layer(
+          results, layer, class_names, similarity_names=fns or None,
+          embedders=embedders, seed=seed, units=units,
+          suffix=" (same units)")
+      table += more
+      neuron_rows += more_rows
+    table.append({"similarity_fn": "dnd", "layer": layer, **summary})
+    for i, unit in enumerate(units):
+      neuron_rows.append({"similarity_fn": "dnd", "layer": layer,
+                          "unit": unit, **{
+                              k: (v[i].item() if isinstance(v[i], np.generic)
+                                  else v[i])
+                              for k, v in per_neuron.items() if k != "unit"}})
   return results_lib.AnalysisOutput(
       analysis=NAME,
       tables={

@@ -64,9 +64,12 @@ def class_name_ranks(similarity: np.ndarray, concepts: Sequence[str],
     class_names: the K class names.
 
   Returns:
-    int (K,): 0 when the class name is the best concept, r when r concepts
-    score strictly higher; -1 where the class name is not a concept. Names
-    match after `normalize_name`; if several concepts match, the best counts.
+    int (K,): the class name's position in the neuron's ranking, 0 when it
+    is the label: the concepts that score higher, and those that tie with
+    it at a lower index (ties go to the lower index, as the labels'
+    argmax), come first; -1 where the class name is not a concept. Names
+    match after `normalize_name`; if several concepts match, the best
+    (then the first) counts.
   """
   similarity = np.asarray(similarity, np.float32)
   k, m = similarity.shape
@@ -84,8 +87,9 @@ def class_name_ranks(similarity: np.ndarray, concepts: Sequence[str],
   for i, name in enumerate(class_names):
     cols = columns.get(normalize_name(name))
     if cols:
-      best = similarity[i, cols].max()
-      ranks[i] = int(np.sum(similarity[i] > best))
+      row = similarity[i]
+      col = cols[int(np.argmax(row[cols]))]  # First of the best.
+      ranks[i] = int(np.sum(row > row[col]) + np.sum(row[:col] == row[col]))
   return ranks
 
 
@@ -146,6 +150,89 @@ def evaluate_similarity(
     summary[f"top{k}"] = top_k_accuracy(ranks, k) if all_present else None
   for name, fn in (embedders or {}).items():
     cos = label_cosines(labels, class_names, fn)
+    per_neuron[f"cos_{name}"] = cos
+    summary[f"cos_{name}"] = float(np.mean(cos))
+  return summary, per_neuron
+
+
+def read_descriptions(path: str | os.PathLike, layer: str
+                      ) -> dict[int, list[str]]:
+  """Open-vocabulary descriptions of a layer's neurons from a CSV.
+
+  Args:
+    path: a CSV with columns layer, unit, description and optionally
+      label_2, label_3 (Describe-and-Dissect's dnd.csv; any method's
+      descriptions in this shape).
+    layer: the layer whose rows are read.
+
+  Returns:
+    {unit: [description, label_2, label_3 (those present and non-empty)]}.
+  """
+  import csv  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"descriptions file {os.fspath(path)!r} does not "
+                            "exist (run the dnd analysis first, or give a CSV"
+                            " with columns layer,unit,description)")
+  with open(path, encoding="utf-8", newline="") as f:
+    reader = csv.DictReader(f)
+    missing = {"layer", "unit", "description"} - set(reader.fieldnames or ())
+    if missing:
+      raise ValueError(f"{path} lacks columns {sorted(missing)}; it needs "
+                       "layer,unit,description")
+    out: dict[int, list[str]] = {}
+    for row in reader:
+      if row["layer"] != layer:
+        continue
+      try:
+        unit = int(row["unit"])
+      except ValueError as e:
+        raise ValueError(f"{path}: unit {row['unit']!r} is not an int") from e
+      out[unit] = [row[c].strip() for c in ("description", "label_2",
+                                             "label_3")
+                   if (row.get(c) or "").strip()]
+  if not out:
+    raise ValueError(f"{path} has no descriptions of layer {layer!r}")
+  return out
+
+
+def evaluate_descriptions(
+    descriptions: Mapping[int, Sequence[str]], class_names: Sequence[str],
+    embedders: Mapping[str, text_embed.TextEmbedFn] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Scores open-vocabulary descriptions of class neurons (e.g. DnD's).
+
+  Args:
+    descriptions: {unit: [best description, next ones...]}; unit k is class
+      k.
+    class_names: the K class names.
+    embedders: name -> text_embed_fn for the cos_<name> means.
+
+  Returns:
+    (summary, per_neuron) as evaluate_similarity: top1 is the share of
+    described neurons whose best description is the class name (case- and
+    space-insensitive), top3 whether any of the first three is; cos_<name>
+    the mean cosine of the best description and the class name; per_neuron
+    has unit, class_name, label, exact.
+  """
+  bad = sorted(u for u in descriptions if not 0 <= u < len(class_names))
+  if bad:
+    raise ValueError(f"described units {bad[:5]} are not class indices "
+                     f"0..{len(class_names) - 1}")
+  units = sorted(u for u in descriptions if descriptions[u])
+  labels = [descriptions[u][0] for u in units]
+  names = [class_names[u] for u in units]
+  exact = np.array([normalize_name(l) == normalize_name(c)
+                    for l, c in zip(labels, names)])
+  top3 = np.array([normalize_name(c) in {normalize_name(l) for l in
+                                          descriptions[u][:3]}
+                   for u, c in zip(units, names)])
+  summary: dict[str, Any] = {"n_neurons": len(units),
+                             "top1": float(np.mean(exact)),
+                             "top3": float(np.mean(top3))}
+  per_neuron: dict[str, Any] = {"unit": units, "class_name": names,
+                                "label": labels, "exact": exact}
+  for name, fn in (embedders or {}).items():
+    cos = label_cosines(labels, names, fn)
     per_neuron[f"cos_{name}"] = cos
     summary[f"cos_{name}"] = float(np.mean(cos))
   return summary, per_neuron

@@ -4,11 +4,15 @@
       --categorizer=clip          # CLIP zero-shot on the label text
   ... --categorizer=table --category_table=broden_categories.tsv
   ... --categorizer=llm --llm=my_package.my_module:ask   # str -> str
+  ... --categorizer=llm_json --llm=HuggingFaceTB/SmolLM2-1.7B-Instruct
 
   ... --alpha=0.05   # interpretable: the label's q-value < 0.05
 
 Each label gets a category (jax_dissect.analyses.profile.layer_profile's
-categorizers); a neuron is interpretable when its score > tau (0.16 for
+categorizers; llm_json is the profiling paper's: one worked example, many
+labels per prompt, a JSON mapping back, jax_dissect.analyses.profile.
+llm_mapping); the llm of llm and llm_json is package.module:function, a hub
+id or a local directory of a Flax language model. A neuron is interpretable when its score > tau (0.16 for
 soft_wpmi) or, with alpha set, when its label's permutation q-value < alpha
 (read from the scoring analysis' explanation_scores.csv when it covers the
 layers, else computed with the scoring analysis' defaults). Writes profile.csv/
@@ -26,6 +30,7 @@ import ml_collections
 from jax_dissect import analyses
 from jax_dissect.analyses import scoring as scoring_analysis
 from jax_dissect.analyses.profile import layer_profile as profile_lib
+from jax_dissect.analyses.profile import llm_mapping
 from jax_dissect.analyses.profile.layer_profile import ClipZeroShotCategorizer
 from jax_dissect.analyses.profile.layer_profile import DEFAULT_CATEGORIES
 from jax_dissect.analyses.profile.layer_profile import default_tau
@@ -33,29 +38,37 @@ from jax_dissect.analyses.profile.layer_profile import LLMCategorizer
 from jax_dissect.analyses.profile.layer_profile import Profile
 from jax_dissect.analyses.profile.layer_profile import profile_neurons
 from jax_dissect.analyses.profile.layer_profile import TableCategorizer
+from jax_dissect.analyses.profile.llm_mapping import build_prompt
+from jax_dissect.analyses.profile.llm_mapping import MappingLLMCategorizer
+from jax_dissect.analyses.profile.llm_mapping import parse_mapping
 from jax_dissect.clip import text_embed
-from jax_dissect.runtime import callables
 from jax_dissect.runtime import options
 from jax_dissect.store import results as results_lib
 
 __all__ = [
-    "CATEGORIZERS", "ClipZeroShotCategorizer", "DEFAULT_CATEGORIES",
-    "default_tau", "DESCRIPTION", "get_config", "label_q_values",
-    "LLMCategorizer", "NAME", "Profile", "profile_neurons", "run",
-    "TableCategorizer",
+    "build_prompt", "CATEGORIZERS", "ClipZeroShotCategorizer",
+    "DEFAULT_CATEGORIES", "default_tau", "DESCRIPTION", "get_config",
+    "label_q_values", "LLMCategorizer", "MappingLLMCategorizer", "NAME",
+    "parse_mapping", "Profile", "profile_neurons", "run", "TableCategorizer",
 ]
 
 NAME = "profile"
 DESCRIPTION = "Per-layer categories of the labels and interpretable share."
-CATEGORIZERS = ("clip", "table", "llm")
+CATEGORIZERS = ("clip", "table", "llm", "llm_json")
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.categorizer = "clip"  # clip | table | llm.
+  c.categorizer = "clip"  # clip | table | llm | llm_json.
   c.categories = profile_lib.DEFAULT_CATEGORIES
   c.category_table = ""  # label<TAB>category file (categorizer=table).
-  c.llm = ""  # package.module:function, prompt -> answer (categorizer=llm).
+  # Language model of categorizer=llm (one label per prompt) and llm_json
+  # (the profiling paper's JSON mapping): package.module:function (prompt ->
+  # answer), a hub id or a local directory of a Flax LM.
+  c.llm = ""
+  c.llm_batch_size = llm_mapping.DEFAULT_BATCH_SIZE  # Labels per prompt.
+  # Answer length of a loaded LM (llm_json needs room for a JSON object).
+  c.llm_max_new_tokens = llm_mapping.DEFAULT_MAX_NEW_TOKENS
   text_embed.add_options(c, "cached+clip")  # categorizer=clip's embedder.
   # categorizer=clip: a label whose best category cosine is below this is
   # 'unknown'.
@@ -79,11 +92,24 @@ def _categorizer(results: results_lib.Run, config):
                        "label<TAB>category file)")
     return profile_lib.TableCategorizer.from_file(config.category_table,
                                                   categories)
-  if config.categorizer == "llm":
+  if config.categorizer in ("llm", "llm_json"):
     if not config.llm:
-      raise ValueError("categorizer=llm needs llm=package.module:function")
-    return profile_lib.LLMCategorizer(
-        callables.import_callable(config.llm, "llm"), categories)
+      raise ValueError(f"categorizer={config.categorizer} needs llm="
+                       "package.module:function, a hub id or a local "
+                       "directory of a Flax language model")
+    batch = options.integer("llm_batch_size", config.llm_batch_size,
+                            minimum=1)
+    tokens = options.integer("llm_max_new_tokens", config.llm_max_new_tokens,
+                             minimum=1)
+    if config.categorizer == "llm_json" and (llm_mapping.UNKNOWN
+                                             not in categories):
+      raise ValueError("categorizer=llm_json needs 'unknown' among the "
+                       f"categories; got {categories}")
+    llm = llm_mapping.load_llm(config.llm, max_new_tokens=tokens)
+    if config.categorizer == "llm":
+      return profile_lib.LLMCategorizer(llm, categories)
+    return llm_mapping.MappingLLMCategorizer(llm, categories,
+                                             batch_size=batch)
   min_cosine = (None if config.min_cosine is None else
                 options.real("min_cosine", config.min_cosine, -1.0, 1.0))
   return profile_lib.ClipZeroShotCategorizer(
@@ -156,6 +182,8 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
       },
       documents={"profile": {
           "categories": list(prof.categories), "tau": prof.tau,
+          "categorizer": config.categorizer,
+          "categorizer_stats": llm_mapping.mapping_of(categorizer),
           "alpha": prof.alpha, "interpretable_if": prof.cutoff,
           "layers": prof.layers,
           "interpretable_vs_tau": {

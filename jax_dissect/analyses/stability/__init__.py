@@ -8,6 +8,14 @@ interval, label per top_k) and stability_summary.csv/.json (per layer: mean
 agreement, share of neurons with agreement >= 0.9, ...). The report shows
 each neuron's agreement beside its label.
 
+The stability paper's score (Cha & Weng; jax_dissect.analyses.stability.
+top_labels), for kernels with a top_k: per neuron, whether its top-5 label set
+with 5 activating images equals that with 10 (16); stable_5_10 and
+stable_5_16 per neuron, and stability_score.csv/.json with the percentage
+per layer and over all layers pooled (the paper's table pools layer1..layer4).
+Its table across configurations and bar chart: `jax-dissect reproduce
+--table=stability`.
+
 Robustness to pixel noise (noise_std > 0, e.g. 0.02 as in "Corrupting Neuron
 Explanations"; off by default because it re-runs the target model and CLIP on
 every probe image): Gaussian noise of that std is added to the probe images in
@@ -34,12 +42,15 @@ from jax_dissect import models
 from jax_dissect import similarity
 from jax_dissect.analyses.stability import bootstrap as stability_lib
 from jax_dissect.analyses.stability import noise as robustness
+from jax_dissect.analyses.stability import top_labels as top_labels_lib
 from jax_dissect.analyses.stability.bootstrap import bootstrap_indices
 from jax_dissect.analyses.stability.bootstrap import label_stability
 from jax_dissect.analyses.stability.bootstrap import Stability
 from jax_dissect.analyses.stability.noise import add_pixel_noise
 from jax_dissect.analyses.stability.noise import labels_kept
 from jax_dissect.analyses.stability.noise import noisy_batches
+from jax_dissect.analyses.stability.top_labels import top_label_stability
+from jax_dissect.analyses.stability.top_labels import TopLabelStability
 from jax_dissect.data import probes as data_lib
 from jax_dissect.models import capture as act_lib
 from jax_dissect.runtime import options
@@ -49,6 +60,7 @@ __all__ = [
     "add_pixel_noise", "bootstrap_indices", "DESCRIPTION", "get_config",
     "label_stability", "labels_kept", "layer_stability", "NAME",
     "noise_robustness", "noisy_arrays", "noisy_batches", "run", "Stability",
+    "score_table", "top_label_stability", "TopLabelStability",
 ]
 
 NAME = "stability"
@@ -67,6 +79,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.noise_std = 0.0
   c.noise_seed = 0  # Seed of the pixel noise.
   c.batch_size = 0  # Images per model batch of the noise check (0: the run's).
+  # The stability paper's score: top-label sets with score_base_k activating
+  # images against those with each of score_ks (kernels with a top_k).
+  c.score_base_k = top_labels_lib.BASE_K
+  c.score_ks = top_labels_lib.OTHER_KS
+  c.score_labels = top_labels_lib.NUM_LABELS  # Size of the compared sets.
   return c
 
 
@@ -79,7 +96,10 @@ def layer_stability(results: results_lib.Run, layer: str, *,
                     num_resamples: int = 20, seed: int = 0,
                     confidence: float = 0.95,
                     top_ks: Sequence[int] = stability_lib.DEFAULT_TOP_KS,
-                    kernel_overrides: Mapping[str, Any] | None = None
+                    kernel_overrides: Mapping[str, Any] | None = None,
+                    score_base_k: int = top_labels_lib.BASE_K,
+                    score_ks: Sequence[int] = top_labels_lib.OTHER_KS,
+                    score_labels: int = top_labels_lib.NUM_LABELS,
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
   """Stability of one layer with the run's kernel.
 
@@ -91,6 +111,10 @@ def layer_stability(results: results_lib.Run, layer: str, *,
     confidence: coverage of the score interval.
     top_ks: top_k values to try (soft_wpmi, wpmi).
     kernel_overrides: hyper-parameters to change from the run's.
+    score_base_k: the stability paper's reference number of activating
+      images.
+    score_ks: its other numbers of activating images.
+    score_labels: the size of its compared top-label sets.
 
   Returns:
     (rows, summary): one row per neuron (layer, unit, description,
@@ -99,7 +123,9 @@ def layer_stability(results: results_lib.Run, layer: str, *,
     (n_neurons, num_resamples, mean/median agreement, stable_fraction =
     share of neurons with agreement >= STABLE_AGREEMENT, mean CI width, mean
     top_k agreement, label_matches_results = share of recomputed labels
-    equal to the run's descriptions).
+    equal to the run's descriptions). For a kernel with a top_k and
+    score_ks <= N, the paper's score: per neuron stable_<b>_<k> and
+    top_labels_k<k>, per layer stability_<b>_<k> (percent).
   """
   fn = results.similarity_fn
   kwargs = results.kernel_kwargs(fn, kernel_overrides)
@@ -125,6 +151,16 @@ def layer_stability(results: results_lib.Run, layer: str, *,
     for t, lab in zip(st.top_ks, st.top_k_labels):
       row[f"label_top_k_{t}"] = concepts[lab[unit]]
     rows.append(row)
+  paper = _paper_score(results, layer, fn, kwargs, score_base_k, score_ks,
+                       score_labels)
+  if paper is not None:
+    for row in rows:
+      u = row["unit"]
+      for k in paper.ks:
+        row[f"stable_{paper.base_k}_{k}"] = bool(paper.stable[k][u])
+      for k in (paper.base_k, *paper.ks):
+        row[f"top_labels_k{k}"] = "; ".join(
+            concepts[j] for j in paper.top_labels[k][u])
   matches = [neurons[r["unit"]].description == r["description"]
              for r in rows if r["unit"] in neurons]
   if matches and not all(matches):
@@ -144,7 +180,56 @@ def layer_stability(results: results_lib.Run, layer: str, *,
                                if st.top_ks else None),
       "label_matches_results": (float(np.mean(matches)) if matches else None),
   }
+  if paper is not None:
+    for k in paper.ks:
+      summary[f"stability_{paper.base_k}_{k}"] = paper.score(k)
   return rows, summary
+
+
+def _paper_score(results: results_lib.Run, layer: str, fn: str,
+                 kwargs: Mapping[str, Any], base_k: int, ks: Sequence[int],
+                 num_labels: int) -> TopLabelStability | None:
+  """The stability paper's score of a layer, or None where it is undefined
+  (a kernel without top_k, or fewer probe images than the largest k)."""
+  if not similarity.get_kernel(fn).uses_top_k or not ks:
+    return None
+  n = len(results.image_ids) or results.activations(layer).shape[0]
+  if max(base_k, *ks) > n:
+    logging.warning("stability score: top_k %d > N=%d probe images; "
+                    "skipped", max(base_k, *ks), n)
+    return None
+  return top_labels_lib.top_label_stability(
+      results.activations(layer), results.concept_activations(), fn,
+      base_k=base_k, ks=ks, num_labels=num_labels, kernel_kwargs=kwargs,
+      seed=results.seed)
+
+
+def score_table(rows: Sequence[Mapping[str, Any]], base_k: int,
+                ks: Sequence[int]) -> list[dict[str, Any]]:
+  """The paper's score per layer and over all layers pooled.
+
+  Args:
+    rows: per-neuron rows with layer and stable_<base_k>_<k>.
+    base_k: the reference k.
+    ks: the other ks.
+
+  Returns:
+    One row per layer and a last row "all" (every neuron of the layers,
+    as the paper pools layer1..layer4): layer, n_neurons,
+    stability_<base_k>_<k> (percent) per k.
+  """
+  keys = [f"stable_{base_k}_{k}" for k in ks]
+  scored = [r for r in rows if all(key in r for key in keys)]
+  out = []
+  layers = list(dict.fromkeys(r["layer"] for r in scored))
+  for name, mine in [(l, [r for r in scored if r["layer"] == l])
+                     for l in layers] + [("all", scored)]:
+    if not mine or (name == "all" and len(layers) < 2):
+      continue
+    out.append({"layer": name, "n_neurons": len(mine), **{
+        f"stability_{base_k}_{k}": 100.0 * float(np.mean(
+            [bool(r[key]) for r in mine])) for k, key in zip(ks, keys)}})
+  return out
 
 
 def noisy_arrays(results: results_lib.Run, layers: Sequence[str], *,
@@ -249,6 +334,12 @@ def _check(results: results_lib.Run, config) -> list[str]:
   config.noise_seed = options.integer("noise_seed", config.noise_seed)
   config.batch_size = options.integer("batch_size", config.batch_size,
                                       minimum=0)
+  config.score_base_k = options.integer("score_base_k", config.score_base_k,
+                                        minimum=1)
+  config.score_ks = tuple(options.integers("score_ks", config.score_ks,
+                                           minimum=1))
+  config.score_labels = options.integer("score_labels", config.score_labels,
+                                        minimum=1)
   return layers
 
 
@@ -264,16 +355,28 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
     r, s = layer_stability(results, layer,
                            num_resamples=config.num_resamples,
                            seed=config.seed, confidence=config.confidence,
-                           top_ks=config.top_ks)
+                           top_ks=config.top_ks,
+                           score_base_k=config.score_base_k,
+                           score_ks=config.score_ks,
+                           score_labels=config.score_labels)
     if noisy is not None:
       for row, n_row in zip(r, noisy[0][layer]):
         row.update(n_row)
       s.update(noisy[1][layer])
     rows += r
     summaries.append(s)
+  base_k, ks = config.score_base_k, config.score_ks
+  scores = score_table(rows, base_k, ks)
+  tables = {}
+  if scores:
+    tables["stability_score"] = results_lib.Table(
+        scores, f"Stability score (Cha & Weng): % of neurons whose top-"
+        f"{config.score_labels} labels with {base_k} activating images are "
+        f"those with {', '.join(map(str, ks))}", json=True)
   return results_lib.AnalysisOutput(
       analysis=NAME,
       tables={
+          **tables,
           "stability": results_lib.Table(
               rows, "Label stability per neuron", per_neuron=True,
               neuron_columns=("agreement", "score_ci_low", "score_ci_high")
@@ -286,4 +389,7 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
                    "" if noisy is None else
                    f", labels kept under pixel noise (std "
                    f"{s['noise_std']:g}) {s['labels_kept_under_noise']:.3f}")
-               for s in summaries])
+               for s in summaries]
+      + [f"stability score {r['layer']}: " + ", ".join(
+          f"{base_k}->{k} {r[f'stability_{base_k}_{k}']:.2f}%" for k in ks)
+         for r in scores])

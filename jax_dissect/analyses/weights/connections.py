@@ -105,6 +105,76 @@ def weight_label_correlation(weights: np.ndarray, label_cosine: np.ndarray, *,
           "mean_cosine_all": float(c.mean())}
 
 
+def top_k_curve(weights: np.ndarray, label_cosine: np.ndarray,
+                ks: Sequence[int] | None = None, *, by_abs: bool = False
+                ) -> list[dict[str, Any]]:
+  """Mean label cosine of the k strongest weights, as k grows (paper Fig. 6b).
+
+  Args:
+    weights: (K_in, K_out) connection strengths.
+    label_cosine: (K_in, K_out) cosine of the connected neurons' concepts.
+    ks: the k values; default 1, 2, 5, 10, 20, 50, ... up to the count of
+      weights, and the count itself.
+    by_abs: rank weights by |w| (default by w: the most excitatory).
+
+  Returns:
+    One row per k: k, mean_cosine_top_k (mean over the k largest weights),
+    mean_cosine_rank_k (mean over output neurons of the cosine at each
+    one's k-th largest incoming weight; None for k > K_in), weight_k (the
+    k-th largest weight).
+  """
+  w = np.asarray(weights, np.float64)
+  c = np.asarray(label_cosine, np.float64)
+  if w.shape != c.shape or w.ndim != 2:
+    raise ValueError(f"weights {w.shape} and label_cosine {c.shape} must both "
+                     "be (K_in, K_out)")
+  key = np.abs(w) if by_abs else w
+  flat = np.argsort(-key.ravel(), kind="stable")
+  running = np.cumsum(c.ravel()[flat])
+  per_output = np.argsort(-key, axis=0, kind="stable")  # (K_in, K_out)
+  rank_cos = np.take_along_axis(c, per_output, 0).mean(axis=1)  # (K_in,)
+  if ks is None:
+    ks, step = [], 1
+    while step <= w.size:
+      ks += [k for k in (step, 2 * step, 5 * step) if k <= w.size]
+      step *= 10
+    ks.append(w.size)
+  ks = sorted({int(k) for k in ks})
+  if not ks or ks[0] < 1 or ks[-1] > w.size:
+    raise ValueError(f"curve ks must be in 1..{w.size}; got {ks}")
+  return [{"k": k, "mean_cosine_top_k": float(running[k - 1] / k),
+           "mean_cosine_rank_k": (float(rank_cos[k - 1])
+                                  if k <= w.shape[0] else None),
+           "weight_k": float(w.ravel()[flat[k - 1]])} for k in ks]
+
+
+def plot_top_k_curve(curve: Sequence[dict[str, Any]], baseline: float,
+                     path: str, title: str = "") -> str:
+  """Mean label cosine of the top-k weights against k (log axis); PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 3.6))
+  ks = [r["k"] for r in curve]
+  ax.plot(ks, [r["mean_cosine_top_k"] for r in curve], marker="o",
+          label="mean over the top-k weights")
+  ranked = [(r["k"], r["mean_cosine_rank_k"]) for r in curve
+            if r["mean_cosine_rank_k"] is not None]
+  if ranked:
+    ax.plot(*zip(*ranked), marker=".", linestyle="--",
+            label="k-th strongest input of each output neuron")
+  ax.axhline(baseline, color="gray", linewidth=1, label="all weights")
+  ax.set_xscale("log")
+  ax.set_xlabel("k (strongest weights)")
+  ax.set_ylabel("concept cosine similarity")
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
 def plot_weight_correlation(weights: np.ndarray, label_cosine: np.ndarray,
                             summary: dict[str, Any], path: str,
                             title: str = "") -> str:

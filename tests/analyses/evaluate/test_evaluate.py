@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from jax_dissect import analyses
 from jax_dissect import similarity
 from jax_dissect.analyses import evaluate as evaluate_analysis
 from jax_dissect.analyses.evaluate import metrics as evaluate
@@ -63,6 +64,12 @@ def test_class_name_ranks_and_accuracy():
   np.testing.assert_array_equal(ranks, [0, 2, 1])
   assert evaluate.top_k_accuracy(ranks, 1) == pytest.approx(1 / 3)
   assert evaluate.top_k_accuracy(ranks, 2) == pytest.approx(2 / 3)
+  # A tie goes to the lower concept index, as the label's argmax: a class
+  # name tied with an earlier concept is not the label.
+  tied = np.array([[0.5, 0.5, 0.0, 0.0]] * 2 + [[0.0, 0.0, 0.1, 0.2]])
+  np.testing.assert_array_equal(
+      evaluate.class_name_ranks(tied, concepts, ["cat", "dog", "car"]),
+      [0, 1, 1])
   missing = evaluate.class_name_ranks(s, concepts, ["cat", "dog", "bus"])
   assert missing[2] == -1
   with pytest.raises(ValueError, match="not in the concept set"):
@@ -225,3 +232,53 @@ cos = evaluate.label_cosines(["tabby cat"], ["tabby cat"], embed)
 assert abs(cos[0] - 1.0) < 1e-5
 print("sentence embedder ok")
 """
+
+
+def test_accuracy_over_the_classes_in_the_concept_set(results):
+  """Table 2's accuracy: over the neurons whose class name is a concept
+  (the miswired unit 7 is one of them, the renamed unit 0 is not)."""
+  names = ["orange goldfish"] + list(synth.CLASSES[1:])
+  table, _ = evaluate_analysis.evaluate_layer(results, "fc", names)
+  assert table[0]["top1"] is None
+  assert table[0]["top1_present"] == pytest.approx(6 / 7)
+  assert table[0]["top5_present"] >= table[0]["top1_present"]
+
+
+def test_evaluate_reads_dnd_descriptions(results, tmp_path):
+  """Describe-and-Dissect's dnd.csv scored against the class names, beside
+  the run's kernel on the same units."""
+  rows = [("0", "goldfish", "", ""), ("1", "Tabby  Cat", "", ""),
+          ("2", "truck", "fire truck", "red"), ("3", "sky", "", ""),
+          ("4", "volcano", "", "")]
+  analysis = results.analysis_dir()
+  os.makedirs(analysis, exist_ok=True)
+  with open(os.path.join(analysis, "dnd.csv"), "w") as f:
+    f.write("layer,unit,description,label_2,label_3,candidates,score\n")
+    f.write("layer4,0,sky,,,,0.1\n")  # Another layer: not read.
+    for unit, *labels in rows:
+      f.write(f"fc,{unit},{','.join(labels)},,0.5\n")
+  names = tmp_path / "classes.txt"
+  names.write_text("\n".join(synth.CLASSES) + "\n")
+  out = evaluate_analysis.run(results, _config(
+      class_names=str(names), descriptions="dnd", layer="fc",
+      text_embed_fn="tests.helpers.synthetic_run:fake_embed"))
+  table = out.tables["evaluation"].rows
+  assert [t["similarity_fn"] for t in table] == [
+      "soft_wpmi", "soft_wpmi (same units)", "dnd"]
+  dnd = table[2]
+  assert dnd["n_neurons"] == 5
+  assert dnd["top1"] == pytest.approx(2 / 5)  # goldfish, tabby cat.
+  assert dnd["top3"] == pytest.approx(3 / 5)  # and fire truck, 2nd label.
+  assert table[1]["n_neurons"] == 5 and table[1]["top1"] == 1.0
+  assert table[1]["cos_clip"] > dnd["cos_clip"]  # Exact labels vs misses.
+  per = [r for r in out.tables["evaluation_neurons"].rows
+         if r["similarity_fn"] == "dnd"]
+  assert [r["exact"] for r in per] == [True, True, False, False, False]
+  with pytest.raises(FileNotFoundError, match="descriptions file"):
+    evaluate_analysis.run(results, _config(
+        class_names=str(names), descriptions=str(tmp_path / "none.csv"),
+        layer="fc", text_embedder="none"))
+
+
+def _config(**overrides):
+  return analyses.make_config("evaluate", overrides)

@@ -77,3 +77,53 @@ def test_weight_analysis_writes_plot(tmp_path):
   np.savez(tmp_path / "w.npz", fc=w)
   with pytest.raises(ValueError, match=r"arrays: \['fc'\]"):
     weights.load_weights(str(tmp_path / "w.npz"))
+
+
+def test_top_k_curve_by_hand():
+  w = np.array([[3.0, 0.0], [1.0, 2.0], [-1.0, 0.5]])
+  cos = np.array([[0.9, 0.1], [0.3, 0.7], [0.0, 0.2]])
+  curve = weights.top_k_curve(w, cos, ks=(1, 2, 3, 6))
+  # Weights by value: 3.0 (0.9), 2.0 (0.7), 1.0 (0.3), 0.5 (0.2), 0 (0.1),
+  # -1 (0.0). Per output neuron, the strongest inputs: column 0 rows 0, 1,
+  # 2 (0.9, 0.3, 0.0); column 1 rows 1, 2, 0 (0.7, 0.2, 0.1).
+  assert [r["mean_cosine_top_k"] for r in curve] == pytest.approx(
+      [0.9, 0.8, (0.9 + 0.7 + 0.3) / 3, np.mean(cos)])
+  assert [r["mean_cosine_rank_k"] for r in curve[:3]] == pytest.approx(
+      [0.8, 0.25, 0.05])
+  assert curve[3]["mean_cosine_rank_k"] is None  # k > K_in.
+  assert [r["weight_k"] for r in curve] == [3.0, 2.0, 1.0, -1.0]
+  assert [r["k"] for r in weights.top_k_curve(w, cos)] == [1, 2, 5, 6]
+  with pytest.raises(ValueError, match="curve ks must be in 1..6"):
+    weights.top_k_curve(w, cos, ks=(7,))
+
+
+def test_class_names_name_the_output_neurons(tmp_path):
+  """The paper's setting: fc neurons named by their class. Weights planted
+  on the class-name similarity are found with class names; and the top-k
+  curve falls from the strongest weights to the mean."""
+  world = synth.make_world()
+  path = synth.write_results(str(tmp_path / "res"), world)
+  results = results_lib.load_run(path)
+  names = [f"the {c}" for c in synth.CLASSES]  # Not the concepts' strings.
+  (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+  labels_in = [n.description for n in results.layer_neurons("layer4")]
+  cos = weights.label_similarity_matrix(labels_in, names, synth.fake_embed)
+  w = cos + 0.02 * np.random.default_rng(2).standard_normal(cos.shape)
+  np.save(tmp_path / "w.npy", w)
+  out = analyses.run(
+      "weights", results, layer_in="layer4", layer_out="head",
+      weights=str(tmp_path / "w.npy"), top_n=10,
+      class_names=str(tmp_path / "classes.txt"),
+      text_embed_fn="tests.helpers.synthetic_run:fake_embed")
+  s = out.documents["weights_layer4_head"]
+  assert s["output_names"] == "class_names" and s["r"] > 0.9
+  curve = out.tables["weights_layer4_head_curve"].rows
+  assert curve[0]["mean_cosine_top_k"] > curve[-1]["mean_cosine_top_k"]
+  assert curve[-1]["mean_cosine_top_k"] == pytest.approx(s["mean_cosine_all"])
+  paths = results_lib.write_analysis(out, str(tmp_path / "out"))
+  with open(paths["weights_layer4_head_curve.png"], "rb") as f:
+    assert f.read(8) == PNG_MAGIC
+  # Without class names, layer_out must be a labelled layer.
+  with pytest.raises(ValueError, match="layer 'head' is not in"):
+    analyses.run("weights", results, layer_in="layer4", layer_out="head",
+                 weights=str(tmp_path / "w.npy"))
