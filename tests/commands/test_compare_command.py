@@ -69,6 +69,6 @@ def test_compare_command_errors(runs, tmp_path):
       ([f"--results_dirs={runs['seed0']},{tmp_path}/none", "--out_dir=x"],
        "does not exist")):
     proc = _compare(*flags)
-    assert proc.returncode == 1, (flags, proc.stderr[-2000:])
+    assert proc.returncode == 2, (flags, proc.stderr[-2000:])
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], lines

@@ -107,7 +107,7 @@ def test_unknown_table_lists_the_tables():
   proc = subprocess.run([sys.executable, "-m", "jax_dissect", "reproduce",
                          "--table=table9"], cwd=helpers.REPO, env=env,
                         capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 1
+  assert proc.returncode == 2  # Bad usage.
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: unknown table 'table9'; tables: table1, table2, table3, "
       "stability, profile")

@@ -112,7 +112,7 @@ def test_series_command(tmp_path, probe):
           "--target_layers=layer4", f"--activation_dir={tmp_path}/cache",
           f"--result_dir={tmp_path}/series"]
   proc = series_cmd(*base)
-  assert proc.returncode == 1
+  assert proc.returncode == 2  # Bad usage.
   assert proc.stderr.strip().splitlines()[-1].startswith(
       "error: give the series' weights with either --weights")
   proc = series_cmd(*base, "--weights=random,random", "--names=a,b",

@@ -359,7 +359,7 @@ def test_basis_charts_tables_and_analyses_tabs(demo, chrome):
   tabs = chrome.evaluate("Array.from(document.querySelectorAll('#tabs "
                          "button')).map(function(b){return b.textContent})")
   assert tabs == ["layer4 (8)", "fc (8)", f"{BASIS} (6)", "Charts (3)",
-                  "Tables (3)", "Analyses (5)"]
+                  "Tables (4)", "Analyses (5)"]
   chrome.click(f"#tabs button[data-tab='basis:{BASIS}']")
   assert _rows(chrome) == list(range(6))
   assert chrome.evaluate("document.querySelectorAll('#rows tr:first-child "
