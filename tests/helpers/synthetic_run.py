@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from jax_dissect import similarity
+from jax_dissect.store import integrity
 from jax_dissect.store import results
 
 DIM = 64
@@ -88,6 +89,7 @@ def write_results(path, world, similarity_fn="soft_wpmi",
 
   def save(name, arr):
     np.save(os.path.join(cache, name), arr)
+    integrity.write_check(os.path.join(cache, name))  # As the cache does.
     return (os.path.join("cache", name) if relative_arrays
             else os.path.abspath(os.path.join(cache, name)))
 
