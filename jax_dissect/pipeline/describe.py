@@ -60,6 +60,9 @@ from jax_dissect.store import shard_grid
 # Bumped when the cached labels' JSON layout changes (old entries are then
 # recomputed rather than misread).
 _LABELS_FORMAT = 2
+# The activations' program (part of their keys): "whole_model", the
+# compiled capture does not depend on the layers asked for.
+_CAPTURE = "whole_model"
 
 
 class _Stages:
@@ -261,10 +264,13 @@ class _Target:
     # float32 keys are those of runs before the compute_dtype option.
     dtype = ({} if config.compute_dtype == precision.DEFAULT
              else {"compute_dtype": config.compute_dtype})
+    # capture: the program runs the whole model whatever the layer set
+    # (models.capture), so entries of earlier versions, whose bits
+    # depended on the layers captured with them, are not reused.
     self.keys = {l: cache.key("activations", model=config.target_model,
                               weights=model_fp, layer=l, pool=pool_id,
                               transform=self.spec.transform.identity(),
-                              probe=probe_fp, **dtype)
+                              probe=probe_fp, capture=_CAPTURE, **dtype)
                  for l in layers}
 
 
