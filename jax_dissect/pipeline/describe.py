@@ -279,11 +279,21 @@ class _Target:
 # ----------------------------------------------------------------------------
 
 
-def _given_p(path: str, p: np.ndarray) -> tuple[np.ndarray, dict, str]:
-  """A given P (checked before the work by preflight.read_p_file)."""
+def _given_p(path: str, p: np.ndarray, cache: cache_lib.ArrayCache,
+             processes: distributed.Processes
+             ) -> tuple[np.ndarray, dict, str]:
+  """A given P (checked before the work by preflight.read_p_file), copied
+  into the cache so that the run's arrays are all in its cache directory
+  (readers trust arrays.json's paths only there)."""
   logging.info("using precomputed concept activations %s", path)
-  return p, {"concept_activations": os.path.abspath(path)}, (
-      integrity.array_fingerprint(np.asarray(p)))
+  digest = integrity.array_fingerprint(np.asarray(p))
+  key = cache.key("concept_activations", given=digest)
+  with _main_locked(cache, key, processes):
+    if not _in_cache(processes, lambda: cache.has(key)):
+      if processes.is_main:
+        cache.save(key, np.asarray(p), {"given": os.path.abspath(path)})
+      processes.barrier("given concept activations copied")
+  return cache.load(key), {"concept_activations": cache.path(key)}, digest
 
 
 def _probe_batches(config, probe, transform, inputs: loader.InputStats
@@ -330,7 +340,8 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
   """
   n, m = len(probe), len(concept_set)
   if given_p is not None:
-    return _given_p(config.concept_activations, given_p)
+    return _given_p(config.concept_activations, given_p, cache,
+                    stages.processes)
 
   processes = stages.processes
   embedder = stages.run("clip_load", lambda: clip.load_embedder(
@@ -372,7 +383,9 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p
             p_key, lambda path: clip.write_concept_activations(
                 path, image_emb, text_emb, config.p_dtype)), processes=1)
       processes.barrier("concept activations written")
-  return cache.load(p_key), {
+  p = cache.load(p_key)
+  preflight.check_p_columns(p, f"concept activations P ({cache.path(p_key)})")
+  return p, {
       "concept_activations": cache.path(p_key),
       "image_embeddings": cache.path(image_key),
       "text_embeddings": cache.path(text_key)}, p_key
@@ -574,7 +587,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict
                  "num_images": len(probe), "num_concepts": len(concepts),
                  "num_skipped_images": len(skipped),
                  "timings_s": stages.timings, "stages": stages.records}
-  arrays = {**p_paths, "activations": act_paths}
+  arrays = {"cache_root": cache.root, **p_paths, "activations": act_paths}
   result_dir = os.path.abspath(config.result_dir)
   if processes.is_main:
     results_lib.write_run(result_dir, neurons=neurons, concepts=concepts,
