@@ -28,7 +28,7 @@ from jax_dissect.commands import common
 from jax_dissect.runtime import callables
 
 FLAGS = flags.FLAGS
-_COMMON = ("results_dir", "out_dir", "analysis")
+_COMMON = ("results_dir", "out_dir", "analysis", "activation_dir")
 _OPTION = re.compile(r"^\s*(?:c|config)\.(\w+)\s*=[^#]*(?:#\s*(.+))?$")
 _COMMENT = re.compile(r"^\s*#\s*(.+)$")
 
@@ -124,11 +124,15 @@ def _main(name: str | None, option_names: list[str]):
         k: FLAGS[k].value for k in option_names if FLAGS[k].present}
     config = analyses.make_config(name, overrides)
     common.setup_environment(needs_torch=_needs_torch(config))
+    from jax_dissect.store import files  # pylint: disable=g-import-not-at-top
     from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
-    run = results_lib.load_run(FLAGS.results_dir)
+    run = results_lib.load_run(FLAGS.results_dir,
+                               cache_root=FLAGS.activation_dir)
+    # Before the work: a read-only out_dir failed after it.
+    out_dir = files.check_writable_dir(run.analysis_dir(FLAGS.out_dir),
+                                       "out_dir")
     output = analyses.get(name).run(run, config)
-    paths = results_lib.write_analysis(output,
-                                       run.analysis_dir(FLAGS.out_dir))
+    paths = results_lib.write_analysis(output, out_dir)
     for line in output.summary:
       print(line)
     logging.info("wrote %s", ", ".join(paths.values()))
@@ -142,6 +146,11 @@ def run(argv: list[str] | None = None, analysis: str | None = None) -> None:
     module_name=common.flag_module())
   flags.DEFINE_string("out_dir", None,
                       "Output dir (default <results_dir>/analysis).",
+    module_name=common.flag_module())
+  flags.DEFINE_string(
+      "activation_dir", None, "The cache the run's arrays are read from, "
+      "and only from (default: the one the run recorded); for a moved or "
+      "copied cache.",
     module_name=common.flag_module())
   name = analysis
   if name is None:

@@ -107,8 +107,8 @@ def _last_line(error: BaseException) -> str:
 
 def _config_file_error(argv: list[str], error: BaseException) -> str:
   """One line for a --config file that cannot be loaded."""
-  spec = next((a.split("=", 1)[1] for a in argv
-               if re.match(r"^--?config=", a)), FLAGS["config"].default)
+  given = [a.split("=", 1)[1] for a in argv if re.match(r"^--?config=", a)]
+  spec = given[-1] if given else FLAGS["config"].default  # absl: the last.
   path = str(spec).split(":", 1)[0]
   if not os.path.isfile(path):
     return f"--config={spec}: no such config file {path!r}"

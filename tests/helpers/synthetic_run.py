@@ -79,8 +79,11 @@ def make_world(n_per_class=12, n_noise_neurons=4, n_planted=4, seed=0,
 
 
 def write_results(path, world, similarity_fn="soft_wpmi",
-                  similarity_kwargs=None, relative_arrays=False, seed=0):
-  """Writes `world` as a results directory at `path`; returns `path`."""
+                  similarity_kwargs=None, relative_arrays=False, seed=0,
+                  config=None):
+  """Writes `world` as a results directory at `path`; returns `path`.
+
+  `config` entries are added to (or override) its config.json."""
   similarity_kwargs = ({"top_k": 10} if similarity_kwargs is None
                        else dict(similarity_kwargs))
   os.makedirs(path, exist_ok=True)
@@ -112,7 +115,8 @@ def write_results(path, world, similarity_fn="soft_wpmi",
       image_ids=world["image_ids"], arrays=arrays,
       config={"similarity_fn": similarity_fn,
               "similarity_kwargs": similarity_kwargs, "seed": seed,
-              "target_model": "synthetic", "jax_dissect_version": "0.1.0"})
+              "target_model": "synthetic", "jax_dissect_version": "0.1.0",
+              **(config or {})})
   return path
 
 

@@ -6,12 +6,16 @@
 Correlates the weights connecting two labelled layers with the cosine
 similarity of the connected neurons' labels (Pearson r and p-value over all
 weights and the top-n). The kernel is `layer_out`'s, taken from the run's
-target model (rebuilt from config.json: registry name, weights, seed), or
-from a file (weights=kernel.npy, Flax layout (in, out) / (kh, kw, in, out);
-transpose_torch for PyTorch's). Writes weights_<in>_<out>.json and .png.
+target model (rebuilt from config.json: registry name, weights, seed; a
+`package.module:function` target is run only when given as target_model,
+never from the run's files), or from a file (weights=kernel.npy, Flax
+layout (in, out) / (kh, kw, in, out); transpose_torch for PyTorch's).
+Writes weights_<in>_<out>.json and .png.
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 import numpy as np
@@ -46,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.reduce = "mean"  # Spatial reduction of conv kernels.
   c.top_n = 1000  # Strongest-weight subset size.
   c.by_abs = False  # Rank the subset by |w|.
+  # The run's target model (default: config.json's registry name); a
+  # package.module:function target must be given here, it is never run from
+  # the run's files.
+  c.target_model = ""
   text_embed.add_options(c, "cached")  # Label embedder.
   return c
 
@@ -61,14 +69,13 @@ def _kernel(results: results_lib.Run, config) -> np.ndarray:
     source = config.weights
   else:
     cfg = results.config
-    if not cfg.get("target_model"):
-      raise ValueError(f"{results.path}/config.json names no target_model; "
-                       "give the kernel with weights=FILE")
+    name = models.run_target_model(
+        cfg, config.target_model,
+        os.path.join(results.path, results_lib.CONFIG_JSON))
     _, _, variables = models.load_target(
-        cfg["target_model"], cfg.get("target_weights"),
-        int(cfg.get("target_seed", 0)))
+        name, cfg.get("target_weights"), int(cfg.get("target_seed", 0)))
     w = weights_lib.kernel_of(variables, config.layer_out)
-    source = f"{cfg['target_model']}:{config.layer_out}.kernel"
+    source = f"{name}:{config.layer_out}.kernel"
   w = np.asarray(w)
   if not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w)):
     raise ValueError(f"the kernel from {source} has NaN, inf or non-numeric "
