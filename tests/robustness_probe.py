@@ -159,7 +159,7 @@ class Probe:
     last = lines[-1] if lines else ""
     if rc == 0:
       verdict = "accepted"
-    elif "Traceback" in err or rc != 1:
+    elif "Traceback" in err or rc not in (1, 2):  # describe: 2 (its way).
       verdict = "traceback"
     elif (last.startswith("error: ") and len(last) - 7 <= 300
           and must(last, seconds)):
@@ -178,7 +178,7 @@ class Probe:
     last = err.strip().splitlines()[-1] if err.strip() else ""
     if rc == 0:
       self.fault(name, "accepted", "exit 0")
-    elif "Traceback" in err or rc != 1:
+    elif "Traceback" in err or rc not in (1, 2):
       self.fault(name, "traceback", last[:160])
     elif last.startswith("error:") and needs in last and len(last) <= 307:
       self.fault(name, "survived", last[:160])
@@ -355,7 +355,8 @@ def bad_inputs(p: Probe) -> None:
        lambda l, t: "text_embed_fn" in l),
       ("compositional text_embed_fn missing module",
        a("compositional.py", "--layer=layer4", "--units=0",
-         "--text_embed_fn=nosuchmod_xyz:f"), lambda l, t: "nosuchmod" in l),
+         "--num_singles=4", "--text_embed_fn=nosuchmod_xyz:f"),
+       lambda l, t: "nosuchmod" in l),
       ("profile binary category_table",
        a("profile_layers.py", "--categorizer=table",
          f"--category_table={p.path('binary.bin')}"),
@@ -488,6 +489,16 @@ def faults(p: Probe) -> None:
       "whole": "survived", "accepted": "accepted"}.get(state, "other"),
           f"the folder afterwards: {state or 'write not caught'}")
 
+  # arrays.json of a real run pointing a layer at another layer's array.
+  edited = p.path("edited_ref")
+  shutil.copytree(ref, edited)
+  _edit_json(os.path.join(edited, "arrays.json"), lambda v: v[
+      "activations"].update(layer3=v["activations"]["layer4"]))
+  p.refusal("results: arrays.json points layer3 at layer4's array",
+            p.script("stability.py", f"--results_dir={edited}",
+                     "--num_resamples=2", "--layers=layer3",
+                     f"--out_dir={p.path('edited_out')}"), "layer3")
+
   # Run folders that name code.
   planted = p.path("planted_run")
   shutil.copytree(p.synth, planted)
@@ -597,7 +608,7 @@ def _full_disk_faults(p: Probe, ref: str) -> None:
       rc, err, _ = p.describe(p.path("full_tok_res"),
                               os.path.join(mount, "cache"))
       last = err.strip().splitlines()[-1] if err.strip() else ""
-      ok = (rc == 1 and "Traceback" not in err and "No space" in last
+      ok = (rc in (1, 2) and "Traceback" not in err and "No space" in last
             and mount in last and len(last) <= 307)
       p.fault(f"full disk: tokenizer save ({size})",
               "survived" if ok else ("traceback" if "Traceback" in err
@@ -617,7 +628,7 @@ def _full_disk_faults(p: Probe, ref: str) -> None:
     whole = _neurons_or_none(res) == _neurons(ref)
     rc2, err2, _ = p.script("stability.py", f"--results_dir={res}",
                             "--num_resamples=2", f"--out_dir={p.path('o')}")
-    ok = (rc == 1 and "Traceback" not in err and "No space" in last
+    ok = (rc in (1, 2) and "Traceback" not in err and "No space" in last
           and res in last and whole and rc2 == 0)
     p.fault("full disk: results written", "survived" if ok else (
         "traceback" if "Traceback" in err else "other"),

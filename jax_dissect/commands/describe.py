@@ -129,8 +129,11 @@ def _override_error(argv: list[str], error: BaseException) -> str:
       parent = parent.get(part) if hasattr(parent, "get") else None
     keys = sorted(parent.keys()) if hasattr(parent, "keys") else []
     near = difflib.get_close_matches(missing, keys, n=3)
+    shown = ", ".join(keys)
+    if len(shown) > 160:  # The line stays under 300 characters.
+      shown = shown[:shown.rfind(", ", 0, 160)] + f", ... ({len(keys)} in all)"
     hint = (f"did you mean {', '.join(near)}?" if near
-            else f"options there: {', '.join(keys)}" if keys else "")
+            else f"options there: {shown}" if keys else "")
     return (f"{arg}: the config has no option "
             f"{'.'.join(path[:path.index(missing) + 1])!r}"
             + (f"; {hint}" if hint else ""))
@@ -147,7 +150,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"error: {_last_line(e)}")
   except (AttributeError, KeyError) as e:  # --config.<unknown key>=...
     sys.exit(f"error: {_override_error(argv, e)}")
-  except OSError as e:  # An override of a config file that did not load.
+  except (OSError, SyntaxError) as e:  # A config file that did not load.
     sys.exit(f"error: {_config_file_error(argv, e)}")
 
 

@@ -103,6 +103,8 @@ def write_results(path, world, similarity_fn="soft_wpmi",
   neurons = []
   for layer, a in world["activations"].items():
     arrays["activations"][layer] = save(f"A_{layer}.npy", a)
+    with open(os.path.join(cache, f"A_{layer}.json"), "w") as f:
+      f.write(f'{{"layer": "{layer}"}}')  # The cache's description.
     sim = similarity.compute(similarity_fn, a, world["P"], seed=seed,
                              devices=1, fit=False, **similarity_kwargs)
     top = np.argsort(-a, axis=0, kind="stable")[:10]
