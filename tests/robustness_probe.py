@@ -482,12 +482,17 @@ def faults(p: Probe) -> None:
                      "--num_resamples=2"), "killed_run")
 
   # kill -9 while results are written: the previous run must stay whole.
-  kill_run = p.path("kill_run")
-  shutil.copytree(ref, kill_run)
-  state = _kill_during_write(p, kill_run, other)
-  p.fault("results: kill -9 while written", {
-      "whole": "survived", "accepted": "accepted"}.get(state, "other"),
-          f"the folder afterwards: {state or 'write not caught'}")
+  # Killed at several moments of the write.
+  states = []
+  for delay in (0.0, 0.001, 0.003, 0.01, 0.03):
+    kill_run = p.path("kill_run")
+    shutil.rmtree(kill_run, ignore_errors=True)
+    shutil.copytree(ref, kill_run)
+    states.append(_kill_during_write(p, kill_run, other, delay))
+  verdict = ("accepted" if "accepted" in states else "other"
+             if "refused" in states or "whole" not in states else "survived")
+  p.fault("results: kill -9 while written (5 moments)", verdict,
+          f"the folder afterwards: {states}")
 
   # arrays.json of a real run pointing a layer at another layer's array.
   edited = p.path("edited_ref")
@@ -539,9 +544,11 @@ def _files(run: str) -> dict[str, bytes | None]:
   return out
 
 
-def _kill_during_write(p: Probe, run: str, other: str) -> str | None:
+def _kill_during_write(p: Probe, run: str, other: str, delay: float
+                       ) -> str | None:
   """kill -9 a describe run of other options into `run` (a copy of the
-  reference run) just as it starts writing its results.
+  reference run) `delay` seconds after it starts writing its results
+  (the first temporary in the folder or beside it).
 
   Returns:
     "whole" if the folder then holds the previous run or the new one,
@@ -549,8 +556,6 @@ def _kill_during_write(p: Probe, run: str, other: str) -> str | None:
     a mixed folder; None if the write could not be caught.
   """
   before, after = _files(run), _files(other)
-  watch = os.path.join(run, "descriptions.csv")
-  t_before = os.stat(watch).st_mtime_ns
   parent = os.path.dirname(run)
   proc = subprocess.Popen(
       [sys.executable, os.path.join(p.repo, "scripts", "describe_neurons.py"),
@@ -565,15 +570,13 @@ def _kill_during_write(p: Probe, run: str, other: str) -> str | None:
   deadline = time.time() + 300
   killed = False
   while time.time() < deadline and proc.poll() is None:
-    # The first sign of the write: a file of the folder changed, or a
-    # temporary appeared in it or beside it.
-    if ((os.path.exists(watch) and os.stat(watch).st_mtime_ns != t_before)
-        or any(n.startswith(".tmp-") for n in os.listdir(parent))
+    if (any(n.startswith(".tmp-") for n in os.listdir(parent))
         or any(n.startswith(".tmp-") for n in os.listdir(run))):
+      time.sleep(delay)
       proc.send_signal(signal.SIGKILL)
       killed = True
       break
-    time.sleep(0.0005)
+    time.sleep(0.0002)
   proc.wait()
   if not killed:
     return None

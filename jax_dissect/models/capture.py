@@ -321,16 +321,27 @@ def list_layers(module: Module, variables: Any = None,
 
 def unknown_layer_error(unknown: Sequence[str],
                         valid: Sequence[str]) -> ValueError:
-  """A ValueError naming `unknown` layers, listing `valid` nearest first."""
+  """A ValueError naming `unknown` layers, listing `valid` nearest first
+  (as many as fit a line of about 300 characters; list_layers has all)."""
   lines = []
-  for name in unknown:
-    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.0)
+  for name in unknown[:3]:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.0)
     lines.append(f"{name!r} (closest: {', '.join(close)})")
+  if len(unknown) > 3:
+    lines.append(f"{len(unknown) - 3} more")
   nearest = difflib.get_close_matches(unknown[0], valid, n=len(valid),
                                       cutoff=0.0)
   ordered = nearest + [v for v in valid if v not in nearest]
-  return ValueError(f"unknown layer(s): {'; '.join(lines)}. Valid layers "
-                    f"({len(valid)}), nearest first: {', '.join(ordered)}")
+  head = f"unknown layer(s): {'; '.join(lines)}. Valid layers "
+  shown = []
+  for name in ordered:
+    if len(head) + len(", ".join(shown + [name])) > 230:
+      break
+    shown.append(name)
+  rest = (f", ... (list_layers gives all {len(valid)})"
+          if len(shown) < len(ordered) else "")
+  return ValueError(f"{head}({len(valid)}), nearest first: "
+                    f"{', '.join(shown)}{rest}")
 
 
 def _rank_hint(shape: tuple[int, ...]) -> str:

@@ -53,8 +53,10 @@ def test_unknown_layer_lists_valid_nearest_first(resnet18):
   assert "'layer5'" in message and "closest: layer4" in message
   valid = message.split("nearest first: ")[1].split(", ")
   assert valid[0] == "layer4"
-  assert set(valid) == set(activations.list_layers(module, variables,
-                                                   (1, 32, 32, 3)))
+  # As many as fit one line of <= 300 characters (issue 25).
+  every = activations.list_layers(module, variables, (1, 32, 32, 3))
+  assert valid[-1] == f"... (list_layers gives all {len(every)})"
+  assert set(valid[:-1]) < set(every) and len(message) <= 300
 
 
 def test_list_layers(resnet18):
