@@ -557,6 +557,9 @@ def _kill_during_write(p: Probe, run: str, other: str, delay: float
   """
   before, after = _files(run), _files(other)
   parent = os.path.dirname(run)
+  for name in os.listdir(parent):  # What an earlier kill left.
+    if name.startswith(".tmp-"):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
   proc = subprocess.Popen(
       [sys.executable, os.path.join(p.repo, "scripts", "describe_neurons.py"),
        f"--config={p.repo}/configs/resnet18_cifar100.py:smoke",
