@@ -181,6 +181,43 @@ def run_clip_embedder(run) -> TextEmbedFn:
   return embedder_fn(embedder_lib.load_run_embedder(run.config))
 
 
+def checked_embedder(fn: TextEmbedFn, name: str) -> TextEmbedFn:
+  """A user's text embedder whose misuse is one line naming it.
+
+  A function that does not take one list of strings (TypeError from the
+  call) or does not return n finite rows, (n, D) numbers, raises a
+  ValueError naming `name` (the option) instead of a traceback.
+  """
+
+  def embed(texts: Sequence[str]) -> np.ndarray:
+    texts = list(texts)
+    try:
+      out = fn(texts)
+    except TypeError as e:
+      raise ValueError(f"{name} cannot be called with a list of "
+                       f"{len(texts)} strings: {_first_line(e)}; it must "
+                       "map list[str] to an (n, D) array") from None
+    try:
+      emb = np.asarray(out, np.float32)
+    except (TypeError, ValueError):
+      emb = None
+    if emb is None or emb.ndim != 2 or emb.shape[0] != len(texts):
+      got = (f"shape {emb.shape}" if emb is not None
+             else f"a {type(out).__name__}")
+      raise ValueError(f"{name} returned {got} for {len(texts)} strings; "
+                       f"expected an ({len(texts)}, D) array of numbers")
+    if not np.all(np.isfinite(emb)):
+      raise ValueError(f"{name} returned NaN or inf values")
+    return emb
+
+  return embed
+
+
+def _first_line(e: BaseException, limit: int = 120) -> str:
+  text = " ".join(str(e).split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # Kinds of text embedder the analyses' `text_embedder` option takes.
 EMBEDDER_KINDS = ("cached", "clip", "cached+clip", "sentence")
 
@@ -247,7 +284,9 @@ def from_options(config, run, allow_none: bool = False
                  ) -> TextEmbedFn | None:
   """The text embedder the options of `add_options` name (None for "none")."""
   if config.text_embed_fn:
-    return callables.import_callable(config.text_embed_fn, "text_embed_fn")
+    return checked_embedder(
+        callables.import_callable(config.text_embed_fn, "text_embed_fn"),
+        f"text_embed_fn={config.text_embed_fn!r}")
   kinds = EMBEDDER_KINDS + (("none",) if allow_none else ())
   if config.text_embedder not in kinds:
     raise ValueError(f"text_embedder={config.text_embedder!r} is not valid; "

@@ -8,10 +8,12 @@ safely under concurrent processes.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
 import os
+import re
 from typing import TYPE_CHECKING
 
 from absl import logging
@@ -70,8 +72,18 @@ def build_clip_tokenizer(bpe_gz_path: str | os.PathLike,
   bpe_gz_path, out_dir = os.fspath(bpe_gz_path), os.fspath(out_dir)
   if not os.path.isfile(bpe_gz_path):
     raise FileNotFoundError(f"BPE merges file {bpe_gz_path!r} does not exist")
-  with gzip.open(bpe_gz_path, "rt", encoding="utf-8") as f:
-    lines = f.read().split("\n")
+  try:
+    with gzip.open(bpe_gz_path, "rt", encoding="utf-8") as f:
+      lines = f.read().split("\n")
+  except (OSError, EOFError, UnicodeDecodeError) as e:
+    # gzip names neither the file nor what was expected.
+    what = ("is not gzip-compressed" if isinstance(e, gzip.BadGzipFile)
+            else "is not gzipped UTF-8 text" if isinstance(
+                e, UnicodeDecodeError) else f"cannot be read ({e})")
+    raise ValueError(
+        f"clip_tokenizer {bpe_gz_path!r} {what}; give OpenAI's "
+        "bpe_simple_vocab_16e6.txt.gz or a saved tokenizer directory"
+    ) from None
   merges = lines[1:NUM_MERGES + 1]
   if len(merges) != NUM_MERGES or any(len(m.split(" ")) != 2 for m in merges):
     raise ValueError(
@@ -95,10 +107,26 @@ def build_clip_tokenizer(bpe_gz_path: str | os.PathLike,
   tokenizer = hub.transformers_lib().CLIPTokenizerFast(
       vocab_file=vocab_file, merges_file=merges_file,
       model_max_length=max_length)
-  tokenizer.save_pretrained(out_dir)
+  try:
+    tokenizer.save_pretrained(out_dir)
+  except OSError:
+    raise
+  except Exception as e:  # tokenizers' Rust errors: a plain Exception.
+    raise _os_error(e, out_dir) from None
   logging.info("built CLIP tokenizer (%d tokens) in %s", len(tokenizer),
                out_dir)
   return tokenizer
+
+
+def _os_error(e: Exception, path: str) -> OSError:
+  """An error of the tokenizers library ("No space left on device (os
+  error 28)") as an OSError naming `path`."""
+  text = " ".join(str(e).split())
+  found = re.search(r"\(os error (\d+)\)", text)
+  if found:
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), path)
+  return OSError(errno.EIO, f"cannot save the tokenizer: {text[:150]}", path)
 
 
 def tokenizer_dir_from_bpe(bpe_gz_path: str | os.PathLike,

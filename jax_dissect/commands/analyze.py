@@ -28,7 +28,8 @@ from jax_dissect.commands import console
 from jax_dissect.commands import help as help_lib
 
 FLAGS = flags.FLAGS
-_COMMON = ("results_dir", "out_dir", "analysis")
+_COMMON = ("results_dir", "out_dir", "analysis", "activation_dir",
+           "compilation_cache")
 _OPTION = re.compile(r"^\s*(?:c|config)\.(\w+)\s*=[^#]*(?:#\s*(.+))?$")
 _COMMENT = re.compile(r"^\s*#\s*(.+)$")
 _STATE: dict[str, Any] = {"defined": False, "options": []}
@@ -107,6 +108,10 @@ def define_flags(name: str | None = None, fixed: bool = False) -> list[str]:
                       "describe (required).", **kw)
   flags.DEFINE_string("out_dir", None,
                       "Output dir (default <results_dir>/analysis).", **kw)
+  flags.DEFINE_string(
+      "activation_dir", None, "The cache the run's arrays are read from, "
+      "and only from (default: the one the run recorded); for a moved or "
+      "copied cache.", **kw)
   flags.DEFINE_bool("compilation_cache", True, "Keep compiled XLA programs "
                     "in the run's cache directory, so the next run with the "
                     "same shapes skips compiling.", **kw)
@@ -189,7 +194,12 @@ def _main(name: str | None, option_names: list[str]):
     named = {k: v for k, v in config.items() if common.hub_ids([v])}
     reachable = common.prepare_hub(named.values())
     from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
-    run = results_lib.load_run(FLAGS.results_dir)
+    run = results_lib.load_run(FLAGS.results_dir,
+                               cache_root=FLAGS.activation_dir)
+    from jax_dissect.store import files  # pylint: disable=g-import-not-at-top
+    # Before the work: a read-only out_dir would fail only after it.
+    out_dir = files.check_writable_dir(run.analysis_dir(FLAGS.out_dir),
+                                       "out_dir")
     if FLAGS.compilation_cache:
       _compilation_cache(run)
     from jax_dissect.runtime import progress  # pylint: disable=g-import-not-at-top
@@ -201,7 +211,6 @@ def _main(name: str | None, option_names: list[str]):
       if message:
         raise console.UsageError(message) from e
       raise
-    out_dir = run.analysis_dir(FLAGS.out_dir)
     options = results_lib.json_options(config.to_dict())
     before = results_lib.read_manifest(out_dir, output.analysis,
                                        output.instance)

@@ -179,12 +179,14 @@ def _last_line(error: BaseException) -> str:
 
 
 def _config_spec(argv: list[str]) -> str:
+  """The --config value absl uses: the last one given."""
+  spec = None
   for i, a in enumerate(argv):
     if re.match(r"^--?config=", a):
-      return a.split("=", 1)[1]
-    if re.match(r"^--?config$", a) and i + 1 < len(argv):
-      return argv[i + 1]
-  return str(FLAGS["config"].default)
+      spec = a.split("=", 1)[1]
+    elif re.match(r"^--?config$", a) and i + 1 < len(argv):
+      spec = argv[i + 1]
+  return spec if spec is not None else str(FLAGS["config"].default)
 
 
 def _config_file_error(argv: list[str], error: BaseException,
@@ -213,8 +215,11 @@ def _override_error(argv: list[str], error: BaseException) -> str:
       parent = parent.get(part) if hasattr(parent, "get") else None
     keys = sorted(parent.keys()) if hasattr(parent, "keys") else []
     near = difflib.get_close_matches(missing, keys, n=3)
+    shown = ", ".join(keys)
+    if len(shown) > 160:  # The line stays under 300 characters.
+      shown = shown[:shown.rfind(", ", 0, 160)] + f", ... ({len(keys)} in all)"
     hint = (f"did you mean {', '.join(near)}?" if near
-            else f"options there: {', '.join(keys)}" if keys else "")
+            else f"options there: {shown}" if keys else "")
     return (f"{arg}: the config has no option "
             f"{'.'.join(path[:path.index(missing) + 1])!r}"
             + (f"; {hint}" if hint else ""))
@@ -232,7 +237,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     raise console.UsageError(_last_line(e)) from None
   except (AttributeError, KeyError) as e:  # --config.<unknown key>=...
     raise console.UsageError(_override_error(argv, e)) from None
-  except OSError as e:  # An override of a config file that did not load.
+  except (OSError, SyntaxError) as e:  # A config file that did not load.
     raise console.UsageError(_config_file_error(argv, e, given)) from None
   if len(rest) > 1:
     raise console.UsageError(f"unexpected arguments: {rest[1:]}")

@@ -85,8 +85,11 @@ class FileDigests:
     stats = {}
     todo = []
     for name in names:
-      st = os.stat(os.path.join(root, name))
-      stats[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+      try:
+        st = os.stat(os.path.join(root, name))
+        stats[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+      except OSError as e:  # A symlink loop...: skipped by the scan.
+        stats[name] = ["unreadable", e.errno, 0, 0]
       if known.get(name, [None])[:-1] != stats[name]:
         todo.append(name)
     if todo:
@@ -103,8 +106,12 @@ class FileDigests:
 
 
 def _sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest()
+  """The file's SHA-256, or "unreadable:<errno>" (the scan skips it)."""
+  try:
+    with open(path, "rb") as f:
+      return hashlib.file_digest(f, "sha256").hexdigest()
+  except OSError as e:
+    return f"unreadable:{e.errno}"
 
 
 class ImageFolder(ProbeSet):
@@ -128,8 +135,20 @@ class ImageFolder(ProbeSet):
       raise ValueError(f"probe_fingerprint={fingerprint!r} is not valid; "
                        f"allowed: {', '.join(FINGERPRINTS)}")
     paths = []
+    seen = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-      dirnames.sort()
+      # A linked directory seen before (a symlink loop, or a second link
+      # to the same folder) is walked once.
+      kept = []
+      for d in sorted(dirnames):
+        real = os.path.realpath(os.path.join(dirpath, d))
+        if real in seen:
+          logging.warning("probe folder: skipping %s, a link to a folder "
+                          "already read (%s)", os.path.join(dirpath, d), real)
+          continue
+        seen.add(real)
+        kept.append(d)
+      dirnames[:] = kept
       paths.extend(os.path.join(dirpath, f) for f in filenames
                    if f.lower().endswith(extensions)
                    and not f.startswith("."))
@@ -163,8 +182,11 @@ class ImageFolder(ProbeSet):
       return self._content_fingerprint
     entries = []
     for rel, path in zip(self._ids, self.paths):
-      st = os.stat(path)
-      entries.append((rel, st.st_size, st.st_mtime_ns))
+      try:
+        st = os.stat(path)
+        entries.append((rel, st.st_size, st.st_mtime_ns))
+      except OSError as e:  # A symlink loop...: skipped by the scan.
+        entries.append((rel, "unreadable", e.errno))
     return integrity.fingerprint("folder", self.root, entries)
 
   def describe(self) -> str:
@@ -199,11 +221,11 @@ class TfdsProbeSet(ProbeSet):
       self.source = builder.as_data_source(split=split)
       self.version = str(builder.info.version)
     except Exception as e:  # TFDS raises many types; name the data set.
-      raise ValueError(
+      raise ValueError(_first_words(ValueError(
           f"cannot open TFDS data set {name!r} split {split!r} "
-          f"(data_dir={data_dir!r}): {type(e).__name__}: {e}. Prepare it "
-          "first (tfds build, with --manual_dir for imagenet2012) or pass "
-          "data_dir") from e
+          f"(data_dir={data_dir!r}): {_first_words(e, 80)}; prepare it "
+          "(tfds build; --manual_dir for imagenet2012) or pass "
+          "tfds_data_dir"), 300, kind=False)) from e
     n = len(self.source)
     features = builder.info.features
     self._has_file_name = "file_name" in getattr(features, "keys",
@@ -231,6 +253,14 @@ class TfdsProbeSet(ProbeSet):
 
   def describe(self) -> str:
     return f"TFDS {self.name}:{self.split} v{self.version} ({len(self)} images)"
+
+
+def _first_words(e: BaseException, limit: int = 100, kind: bool = True
+                 ) -> str:
+  """The start of an error's message on one line, with its type when
+  `kind` (TFDS's can list every data set it knows, kilobytes)."""
+  text = " ".join((f"{type(e).__name__}: {e}" if kind else str(e)).split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _to_str(x) -> str:

@@ -16,6 +16,7 @@ from jax_dissect.models.registry import list_models
 from jax_dissect.models.registry import load_target
 from jax_dissect.models.registry import register_model
 from jax_dissect.models.registry import resolve_model
+from jax_dissect.models.registry import run_target_model
 from jax_dissect.models.spec import ModelSpec
 from jax_dissect.models.spec import random_variables
 from jax_dissect.models.spec import randomize_batch_norm
@@ -30,5 +31,6 @@ __all__ = [
     "randomize_batch_norm",
     "register_model",
     "resolve_model",
+    "run_target_model",
     "weights_fingerprint",
 ]

@@ -6,7 +6,16 @@ named by its dotted path from the root module ("conv1", "layer4.2.conv3",
 "vit.encoder.layer.3.output"; nnx list items by index, "blocks.0"); its
 captured value is the output of its `__call__` (the last call if a module
 is called more than once). Capture and pooling run in one jitted function,
-so full feature maps stay on the device. How layers are recorded:
+so full feature maps stay on the device.
+
+The jitted function always runs the whole model and keeps its output (a
+per-row sum of it is one more output), whichever layers are asked for: XLA
+compiles a model cut short after the last wanted layer differently (other
+fusions and algorithms), which changed a layer's activations by up to
+2e-5 between a capture of it alone and with deeper layers. So a layer's
+rows are the same bits whatever other layers are captured with it (a cache
+entry recomputed alone equals the one computed with the others), at the
+cost of the layers after the deepest wanted one. How layers are recorded:
 
 - linen, default: `module.apply(..., capture_intermediates=filter)` with a
   filter for just the requested paths;
@@ -258,19 +267,22 @@ def _split(module: Module, variables: Any) -> tuple[Any, Any]:
 
 def _record(static: Any, variables: Any, images: Any,
             wanted: frozenset[str] | None, apply_fn: Callable | None,
-            apply_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+            apply_kwargs: Mapping[str, Any],
+            root: list[Any] | None = None) -> dict[str, Any]:
   """Runs the model; {path: raw output} of wanted layers (all if None).
 
   Called inside a traced function; the dict is in the order of the first
-  outputs (a block's children before the block), root excluded.
+  outputs (a block's children before the block), root excluded. The
+  model's own output is appended to `root` when given.
   """
+  root = [] if root is None else root
   if not isinstance(static, nn.Module):  # nnx GraphDef.
     model = nnx.merge(static, variables)
     with capture_nnx.recording_calls(model, wanted) as found:
       if apply_fn is None:
-        model(images, **apply_kwargs)
+        root.append(model(images, **apply_kwargs))
       else:
-        apply_fn(model, images, **apply_kwargs)
+        root.append(apply_fn(model, images, **apply_kwargs))
     return dict(found)
 
   order = []
@@ -290,7 +302,7 @@ def _record(static: Any, variables: Any, images: Any,
       return out
 
     with nn.intercept_methods(interceptor):
-      apply_fn(variables, images, **apply_kwargs)
+      root.append(apply_fn(variables, images, **apply_kwargs))
     return found
 
   def keep(mdl: nn.Module, method_name: str) -> bool:
@@ -303,8 +315,9 @@ def _record(static: Any, variables: Any, images: Any,
       order.append(path)
     return True
 
-  _, state = static.apply(variables, images, capture_intermediates=keep,
-                          mutable=["intermediates"], **apply_kwargs)
+  out, state = static.apply(variables, images, capture_intermediates=keep,
+                            mutable=["intermediates"], **apply_kwargs)
+  root.append(out)
   found = _flatten_calls(state.get("intermediates", {}))
   return {path: found[path] for path in order if path in found}
 
@@ -370,16 +383,27 @@ def list_layers(module: Module, variables: Any = None,
 
 def unknown_layer_error(unknown: Sequence[str],
                         valid: Sequence[str]) -> ValueError:
-  """A ValueError naming `unknown` layers, listing `valid` nearest first."""
+  """A ValueError naming `unknown` layers, listing `valid` nearest first
+  (as many as fit a line of about 300 characters; list_layers has all)."""
   lines = []
-  for name in unknown:
-    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.0)
+  for name in unknown[:3]:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.0)
     lines.append(f"{name!r} (closest: {', '.join(close)})")
+  if len(unknown) > 3:
+    lines.append(f"{len(unknown) - 3} more")
   nearest = difflib.get_close_matches(unknown[0], valid, n=len(valid),
                                       cutoff=0.0)
   ordered = nearest + [v for v in valid if v not in nearest]
-  return ValueError(f"unknown layer(s): {'; '.join(lines)}. Valid layers "
-                    f"({len(valid)}), nearest first: {', '.join(ordered)}")
+  head = f"unknown layer(s): {'; '.join(lines)}. Valid layers "
+  shown = []
+  for name in ordered:
+    if len(head) + len(", ".join(shown + [name])) > 230:
+      break
+    shown.append(name)
+  rest = (f", ... (list_layers gives all {len(valid)})"
+          if len(shown) < len(ordered) else "")
+  return ValueError(f"{head}({len(valid)}), nearest first: "
+                    f"{', '.join(shown)}{rest}")
 
 
 def _rank_hint(shape: tuple[int, ...]) -> str:
@@ -430,16 +454,49 @@ def pool_output(value: Any, pool: str = "avg", layer: str = "output",
 def _record_layers(static: Any, variables: Any, images: Any,
                    layers: tuple[str, ...], apply_fn: Callable | None,
                    apply_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-  """`_record` of exactly `layers`; an unknown one raises a ValueError
-  listing the valid layers, nearest first. Called inside a traced function."""
+  """`_record` of exactly `layers`, plus the model's output per row under
+  `ROOT` (see the module's docstring); an unknown layer raises a ValueError
+  listing the valid layers, nearest first. Called inside a traced
+  function."""
+  root = []
   found = _record(static, variables, images, frozenset(layers), apply_fn,
-                  apply_kwargs)
+                  apply_kwargs, root)
   missing = [l for l in layers if l not in found]
   if missing:
     valid = list(_list_layers(static, variables, images.shape, images.dtype,
                               apply_fn, apply_kwargs))
     raise unknown_layer_error(missing, valid)
-  return found
+  return {**found, ROOT: _per_row(root[0] if root else None,
+                                  images.shape[0])}
+
+
+# The key of the model's own output (summed per row) among the outputs of
+# the jitted captures; not a layer path (those are never empty).
+ROOT = ""
+
+
+def _leaves(value: Any) -> list[Any]:
+  """The arrays in a model's output (arrays, tuples, dicts, ModelOutputs)."""
+  if _is_array(value):
+    return [value]
+  if callable(getattr(value, "to_tuple", None)):
+    value = value.to_tuple()
+  if isinstance(value, Mapping):
+    value = list(value.values())
+  if isinstance(value, (tuple, list)):
+    return [a for v in value for a in _leaves(v)]
+  return []
+
+
+def _per_row(output: Any, rows: int) -> jax.Array:
+  """(rows,) float32: the sum of each row of the model's output (its arrays
+  with `rows` rows); keeps the whole model in the compiled program."""
+  total = jnp.zeros((rows,), jnp.float32)
+  for leaf in _leaves(output):
+    if leaf.ndim >= 1 and leaf.shape[0] == rows:
+      total = total + jnp.sum(leaf.astype(jnp.float32).reshape(rows, -1),
+                              axis=1)
+  return total
 
 
 @functools.lru_cache(maxsize=32)
@@ -452,7 +509,9 @@ def _capture_fn(static: _Static, layers: tuple[str, ...], pool: str,
   def capture(variables, images):
     found = _record_layers(static.value, variables, images, layers,
                            apply_fn, apply_kwargs)
-    return {l: pool_output(found[l], pool, l, token_pool) for l in layers}
+    out = {l: pool_output(found[l], pool, l, token_pool) for l in layers}
+    out[ROOT] = found[ROOT]
+    return out
 
   return jax.jit(capture)
 
@@ -525,7 +584,9 @@ def _outputs_fn(static: _Static, layers: tuple[str, ...],
   def capture(variables, images):
     found = _record_layers(static.value, variables, images, layers,
                            apply_fn, apply_kwargs)
-    return {l: layer_array(found[l], l) for l in layers}
+    out = {l: layer_array(found[l], l) for l in layers}
+    out[ROOT] = found[ROOT]
+    return out
 
   return jax.jit(capture)
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Mapping
 
 from jax_dissect.data import preprocess
 from jax_dissect.models import resnet
@@ -90,6 +90,36 @@ def resolve_model(name: str) -> ModelSpec:
                        "ModelSpec")
     return spec
   return get_model(name)
+
+
+def run_target_model(run_config: Mapping[str, Any], given: str = "",
+                     where: str = "config.json") -> str:
+  """The target_model to rebuild a finished run's target with.
+
+  `given` (an option the user passed) wins. Otherwise the run's own, from
+  its config.json, which must be a registry name: a `package.module:
+  function` there is code, and nothing in a run's files is imported or
+  called (a results folder may come from someone else; docs/safety.md).
+
+  Args:
+    run_config: the run's config.json.
+    given: the analysis' target_model option ("" for the run's).
+    where: the run's config.json, for messages.
+
+  Raises:
+    ValueError: no target_model, or a code spec from the run's files.
+  """
+  if given:
+    return given
+  name = run_config.get("target_model")
+  if not name or not isinstance(name, str):
+    raise ValueError(f"{where} names no target_model: pass target_model "
+                     "(a registry name or package.module:function)")
+  if callables.is_spec(name):
+    raise ValueError(
+        f"{where} names target_model={name!r}, which is code; code from a "
+        f"run's files is never run: pass --target_model={name} to run it")
+  return name
 
 
 def load_target(name: str, weights: str | None = None, seed: int = 0

@@ -4,17 +4,20 @@ Each check raises one ValueError line that names the option, the bad value
 and what is allowed, so a run with a bad option or file stops in seconds
 rather than after hours of forward passes: the merged config's keys and
 types (`merge`), the values of every option (`check_options`), the paths it
-will write (`check_paths`), a given P file (`read_p_file`, `check_p_shape`)
-and the similarity kernel's hyper-parameters (`check_kernel`).
+will write (`check_paths`), a given P file (`read_p_file`, `check_p_shape`,
+`check_p_columns`: constant columns carry no information) and the
+similarity kernel's hyper-parameters (`check_kernel`: finite numbers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 import difflib
+import math
 import os
 from typing import Any
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -37,8 +40,14 @@ _FINITE_BLOCK_ROWS = 4096
 
 def _nearest(name: str, allowed: list[str]) -> str:
   near = difflib.get_close_matches(name, allowed, n=3)
-  return (f"did you mean {', '.join(near)}?" if near
-          else f"options: {', '.join(sorted(allowed))}")
+  if near:
+    return f"did you mean {', '.join(near)}?"
+  shown = ""
+  for option in sorted(allowed):  # A line of <= 300 chars.
+    if len(shown) + len(option) > 180:
+      return f"options: {shown}... ({len(allowed)} in all, see --helpfull)"
+    shown += option + ", "
+  return f"options: {shown[:-2]}"
 
 
 def merge(full: ml_collections.ConfigDict, given: Mapping[str, Any],
@@ -113,9 +122,18 @@ def check_options(config: ml_collections.ConfigDict, sharding_methods,
 
 
 def check_paths(config: ml_collections.ConfigDict) -> None:
-  """The directories the run writes can be made and written."""
-  files.check_writable_dir(config.result_dir, "result_dir")
-  files.check_writable_dir(config.activation_dir, "activation_dir")
+  """The directories the run writes can be made and written, and the
+  results are not inside the cache (which cleans what it does not know)."""
+  result_dir = files.check_writable_dir(config.result_dir, "result_dir")
+  cache_dir = files.check_writable_dir(config.activation_dir,
+                                       "activation_dir")
+  real_result, real_cache = (os.path.realpath(result_dir),
+                             os.path.realpath(cache_dir))
+  if real_result == real_cache or real_result.startswith(
+      real_cache.rstrip(os.sep) + os.sep):
+    raise ValueError(f"result_dir={config.result_dir!r} is inside "
+                     f"activation_dir={config.activation_dir!r}; the cache "
+                     "would remove its files: put them side by side")
   if config.clip_model == "random":
     if not config.clip_tokenizer:
       raise ValueError("clip_model='random' needs clip_tokenizer: a saved "
@@ -143,15 +161,24 @@ def check_kernel(config: ml_collections.ConfigDict, num_images: int | None,
   """The kernel's hyper-parameters, fitted and checked for N probe images.
 
   With num_images None (the probe set not yet scanned), everything that
-  does not depend on N is checked.
+  does not depend on N is checked. NaN and inf are refused (they made
+  every score NaN and one label for every neuron).
   """
+  given = kernel_options(config)
+  for key, value in given.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"similarity_kwargs.{key}={value!r} must be a finite "
+                       "number")
+  if num_images is None and "top_k" in given:
+    options.integer("similarity_kwargs.top_k", given["top_k"], minimum=1)
   n = num_images or 10**9
-  kwargs = similarity.fit_hyper(config.similarity_fn, n,
-                                kernel_options(config), config.seed)
+  kwargs = similarity.fit_hyper(config.similarity_fn, n, given, config.seed)
   try:
     similarity.plan_kernel(config.similarity_fn, n, 1, max(num_concepts, 2),
                            **kwargs)
   except TypeError as e:  # A hyper-parameter of the wrong kind.
+    raise ValueError(f"similarity_kwargs: {e}") from None
+  except ValueError as e:
     raise ValueError(f"similarity_kwargs: {e}") from None
   return kwargs
 
@@ -192,7 +219,46 @@ def read_p_file(path: str) -> np.ndarray:
   if bad:
     raise ValueError(f"{name} has {bad} NaN/inf value(s) (first at row "
                      f"{first[0]}, column {first[1]})")
+  check_p_columns(p, name)
   return p
+
+
+def check_p_columns(p: np.ndarray, name: str) -> int:
+  """Checks that P's columns vary over the images.
+
+  A concept whose column is the same for every image says nothing about
+  any neuron; if every column is constant (e.g. P all zeros), every neuron
+  gets the same label. Read in blocks of rows (P may be memory-mapped).
+
+  Args:
+    p: P, (N images, M concepts).
+    name: what P is, for the messages.
+
+  Returns:
+    The number of constant columns (a warning names it).
+
+  Raises:
+    ValueError: if every column is constant.
+  """
+  n, m = p.shape
+  if not n or not m:
+    return 0
+  low = np.full(m, np.inf, np.float64)
+  high = np.full(m, -np.inf, np.float64)
+  for start in range(0, n, _FINITE_BLOCK_ROWS):
+    block = np.asarray(p[start:start + _FINITE_BLOCK_ROWS], np.float64)
+    low = np.minimum(low, block.min(axis=0))
+    high = np.maximum(high, block.max(axis=0))
+  constant = int(np.sum(low == high))
+  if constant == m:
+    raise ValueError(f"{name}: every one of its {m} columns is constant over "
+                     f"the {n} images, so all neurons would get one label; P "
+                     "must vary over the images")
+  if constant:
+    logging.warning("%s: %d of %d concept columns are constant over the "
+                    "images (those concepts cannot label any neuron)", name,
+                    constant, m)
+  return constant
 
 
 def check_p_shape(path: str, p: np.ndarray, num_images: int | None,

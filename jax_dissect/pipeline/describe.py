@@ -62,6 +62,9 @@ from jax_dissect.store import shard_grid
 # Bumped when the cached labels' JSON layout changes (old entries are then
 # recomputed rather than misread).
 _LABELS_FORMAT = 2
+# The activations' program (part of their keys): "whole_model", the
+# compiled capture does not depend on the layers asked for.
+_CAPTURE = "whole_model"
 
 
 class _Stages:
@@ -268,10 +271,13 @@ class _Target:
     # float32 keys are those of runs before the compute_dtype option.
     dtype = ({} if config.compute_dtype == precision.DEFAULT
              else {"compute_dtype": config.compute_dtype})
+    # capture: the program runs the whole model whatever the layer set
+    # (models.capture), so entries of earlier versions, whose bits
+    # depended on the layers captured with them, are not reused.
     self.keys = {l: cache.key("activations", model=config.target_model,
                               weights=model_fp, layer=l, pool=pool_id,
                               transform=self.spec.transform.identity(),
-                              probe=probe_fp, **dtype)
+                              probe=probe_fp, capture=_CAPTURE, **dtype)
                  for l in layers}
 
 
@@ -280,11 +286,21 @@ class _Target:
 # ----------------------------------------------------------------------------
 
 
-def _given_p(path: str, p: np.ndarray) -> tuple[np.ndarray, dict, str]:
-  """A given P (checked before the work by preflight.read_p_file)."""
+def _given_p(path: str, p: np.ndarray, cache: cache_lib.ArrayCache,
+             processes: distributed.Processes
+             ) -> tuple[np.ndarray, dict, str]:
+  """A given P (checked before the work by preflight.read_p_file), copied
+  into the cache so that the run's arrays are all in its cache directory
+  (readers trust arrays.json's paths only there)."""
   logging.info("using precomputed concept activations %s", path)
-  return p, {"concept_activations": os.path.abspath(path)}, (
-      integrity.array_fingerprint(np.asarray(p)))
+  digest = integrity.array_fingerprint(np.asarray(p))
+  key = cache.key("concept_activations", given=digest)
+  with _main_locked(cache, key, processes):
+    if not _in_cache(processes, lambda: cache.has(key)):
+      if processes.is_main:
+        cache.save(key, np.asarray(p), {"given": os.path.abspath(path)})
+      processes.barrier("given concept activations copied")
+  return cache.load(key), {"concept_activations": cache.path(key)}, digest
 
 
 def _probe_batches(config, probe, transform, inputs: loader.InputStats
@@ -350,7 +366,8 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p,
   """
   n, m = len(probe), len(concept_set)
   if given_p is not None:
-    return (*_given_p(config.concept_activations, given_p), {})
+    return (*_given_p(config.concept_activations, given_p, cache,
+                      stages.processes), {})
 
   processes = stages.processes
   if embedder is None:
@@ -388,7 +405,9 @@ def _concept_activations(config, cache, probe, concept_set, stages, given_p,
             p_key, lambda path: clip.write_concept_activations(
                 path, image_emb, text_emb, config.p_dtype)), processes=1)
       processes.barrier("concept activations written")
-  return cache.load(p_key), {
+  p = cache.load(p_key)
+  preflight.check_p_columns(p, f"concept activations P ({cache.path(p_key)})")
+  return p, {
       "concept_activations": cache.path(p_key),
       "image_embeddings": cache.path(image_key),
       "text_embeddings": cache.path(text_key)}, p_key, (
@@ -606,7 +625,7 @@ def describe_neurons(config: ml_collections.ConfigDict | dict, *,
                  "backbone": backbone,
                  "concept_presence": presence.to_json(),
                  "timings_s": stages.timings, "stages": stages.records}
-  arrays = {**p_paths, "activations": act_paths}
+  arrays = {"cache_root": cache.root, **p_paths, "activations": act_paths}
   result_dir = os.path.abspath(config.result_dir)
   if processes.is_main:
     results_lib.write_run(result_dir, neurons=neurons, concepts=concepts,

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from typing import Any, Callable, Mapping
+
+import numpy as np
 
 from jax_dissect.similarity import kernels
 from jax_dissect.similarity.kernels import KernelPlan
@@ -89,5 +92,8 @@ def plan_kernel(name: str, num_images: int, num_neurons: int,
   if unknown:
     raise ValueError(f"{name} has no hyper-parameter(s) {unknown}; allowed: "
                      f"{', '.join(kernel.defaults) or 'none'}")
+  for key, value in hyper.items():  # NaN/inf make every score NaN.
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+      raise ValueError(f"{name}: {key}={value!r} must be a finite number")
   return kernel.planner(num_images, num_neurons, num_concepts, chunk_size,
                         **hyper)

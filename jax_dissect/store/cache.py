@@ -10,12 +10,13 @@ nothing.
 
 Integrity: every array entry has a check record beside it
 (`<key>.check.json`: size, dtype, shape and a CRC-32 of the file), written
-when the entry is; a read checks the size and header always and the CRC on
-the first use of the file in a process (`verify="checksum"`, the default;
-`verify="header"` skips the CRC). JSON entries carry the SHA-256 of their
-value in their first line. A damaged entry is logged with its path and
-recomputed, never served. Entries written before check records existed are
-adopted when their size and header are right.
+before the entry is renamed into place; a read checks the size and header
+always and the CRC on the first use of the file in a process
+(`verify="checksum"`, the default; `verify="header"` skips the CRC). JSON
+entries carry the SHA-256 of their value in their first line. A damaged
+entry is logged with its path and recomputed, never served; so is an entry
+without its record (nothing vouches for its bytes) and anything at an
+entry's path that is not a regular file (removed first).
 
 Sharing: several processes may use one cache directory. A process takes an
 exclusive lock (`flock` on `locks/<key>.lock`) on each entry it builds, so
@@ -41,6 +42,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 from typing import Any, Callable, Iterator
 
 from absl import logging
@@ -109,28 +111,28 @@ class ArrayCache:
     """True if file `path` of entry `key` passes its check.
 
     A damaged file is checked again under the entry's lock (a writer may
-    have been replacing it), then logged with its path and removed.
+    have been replacing it), then logged with its path and removed (a
+    directory or other non-file too).
     """
-    if integrity.verify(path, checksum=self.checksum, adopt=True) is None:
+    if integrity.verify(path, checksum=self.checksum) is None:
       return True
     with self.locked(key):
       integrity.forget(path)
-      reason = integrity.verify(path, checksum=self.checksum, adopt=True)
+      reason = integrity.verify(path, checksum=self.checksum)
       if reason is None:
         return True
       if reason != "missing":
         logging.warning("cache: damaged entry %s (%s); it is recomputed",
                         path, reason)
         for p in (path, integrity.check_path(path)):
-          with contextlib.suppress(FileNotFoundError):
-            os.remove(p)
+          _remove_any(p)
         integrity.forget(path)
     return False
 
   def has(self, key: str) -> bool:
     """True if entry `key` exists and passes its integrity check."""
     path = self.path(key)
-    return os.path.exists(path) and self._sound(key, path)
+    return os.path.lexists(path) and self._sound(key, path)
 
   def load(self, key: str, mmap: bool = True) -> np.ndarray:
     """Entry `key`, checked; integrity.DamagedEntryError if damaged."""
@@ -145,11 +147,12 @@ class ArrayCache:
 
   def save_with(self, key: str, write: Callable[[str], Any],
                 describe: dict[str, Any] | None = None) -> str:
-    """Entry `key` written by write(path) (itself atomic), then its check."""
+    """Entry `key` written by write(path) into a temporary, its check
+    record written, then the temporary renamed into place (so the entry
+    never exists without its record)."""
     path = self.path(key)
     with self.locked(key):
-      write(path)
-      integrity.write_check(path)
+      _save_checked(path, write)
       self._describe(key, describe)
     return path
 
@@ -173,8 +176,7 @@ class ArrayCache:
         return value
       logging.warning("cache: damaged JSON entry %s (its checksum does not "
                       "match or it has none); it is recomputed", path)
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+      _remove_any(path)
     return None
 
   def save_json(self, key: str, value: Any) -> str:
@@ -183,8 +185,10 @@ class ArrayCache:
     header = json.dumps({"format": integrity.JSON_HEADER,
                          "sha256": hashlib.sha256(body).hexdigest()})
     with self.locked(key):
-      return files.write_bytes(self.json_path(key),
-                               header.encode("utf-8") + b"\n" + body)
+      path = self.json_path(key)
+      if os.path.lexists(path) and not os.path.isfile(path):
+        _remove_any(path)
+      return files.write_bytes(path, header.encode("utf-8") + b"\n" + body)
 
   def rows(self, keys: dict[str, str], what: str, num_rows: int,
            shard_rows: int,
@@ -352,10 +356,14 @@ class ArrayCache:
 def _read_json_entry(path: str) -> tuple[str, Any]:
   """("ok", value), ("missing", None) or ("damaged", None)."""
   try:
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+      return "damaged", None  # A directory or link where the file was.
     with open(path, "rb") as f:
       blob = f.read()
   except FileNotFoundError:
     return "missing", None
+  except OSError:
+    return "damaged", None
   head, _, body = blob.partition(b"\n")
   try:
     header = json.loads(head)
@@ -366,6 +374,29 @@ def _read_json_entry(path: str) -> tuple[str, Any]:
   except ValueError:
     pass
   return "damaged", None
+
+
+def _remove_any(path: str) -> None:
+  """Removes the file, link or directory at `path`, if any."""
+  try:
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
+def _save_checked(path: str, write: Callable[[str], Any]) -> None:
+  """Writes a .npy file with write(tmp), records its check for `path`,
+  then renames it to `path` (whatever was there, a directory too, goes)."""
+  if os.path.lexists(path) and not os.path.isfile(path):
+    _remove_any(path)
+  with files.atomic_path(path) as tmp:
+    write(tmp)
+    record = integrity.write_check(tmp, record_for=path)
+  integrity.forget(tmp)
+  integrity.remember(path, record["checksum"])
 
 
 def _subdirs(root: str) -> list[str]:
@@ -405,7 +436,7 @@ class ShardedWriter:
 
   def has(self, shard: int) -> bool:
     part = self._part(shard)
-    if not os.path.exists(part):
+    if not os.path.lexists(part):
       return False
     start, stop = self.shard_range(shard)
     reason = integrity.verify(part, checksum=self.cache.checksum)
@@ -418,8 +449,7 @@ class ShardedWriter:
     logging.warning("cache: damaged shard %s (%s); it is recomputed", part,
                     reason)
     for p in (part, integrity.check_path(part)):
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(p)
+      _remove_any(p)
     integrity.forget(part)
     return False
 
@@ -431,8 +461,7 @@ class ShardedWriter:
     if rows.shape[0] != stop - start:
       raise ValueError(f"shard {shard} of {self.key} must have "
                        f"{stop - start} rows, got {rows.shape[0]}")
-    files.save_npy(self._part(shard), rows)
-    integrity.write_check(self._part(shard))
+    _save_checked(self._part(shard), lambda tmp: files.save_npy(tmp, rows))
 
   def _join(self, path: str) -> None:
     first = np.load(self._part(0), mmap_mode="r")

@@ -11,6 +11,11 @@ a shared results directory or cache.
 A temporary is named `.tmp-*` and its writer holds an exclusive `flock` on
 it until the rename, so a temporary whose lock can be taken belongs to a
 process that died (kill -9, power loss): `remove_orphans` deletes those.
+
+A failed write (a full disk, a read-only directory) raises an OSError that
+names the file it was writing, never a temporary's name or none. A
+directory of files that belong together (a run's results) is built in a
+temporary sibling and swapped in whole (`replace_dir`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 import contextlib
 import csv
+import ctypes
 import errno
 import fcntl
 import io
@@ -27,7 +33,9 @@ import shutil
 import tempfile
 import time
 from typing import Any, Iterator
+import uuid
 
+from absl import logging
 import numpy as np
 
 TEMP_PREFIX = ".tmp-"
@@ -65,9 +73,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
   """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX,
-                             suffix=os.path.splitext(path)[1])
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX,
+                               suffix=os.path.splitext(path)[1])
+  except OSError as e:
+    raise naming(e, path) from None
   try:
     _try_flock(fd)
     yield tmp
@@ -75,10 +86,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
       os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+  except OSError as e:
+    raise naming(e, path, tmp) from None
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
     os.close(fd)
+
+
+def naming(error: OSError, path: str, *temporaries: str) -> OSError:
+  """`error` as an OSError naming `path` when it names no file or names
+  one of `temporaries` (a write's own temporary files), else itself.
+
+  So a full disk reads "[Errno 28] No space left on device: '<path>'", the
+  file the user knows, not a temporary's name or nothing.
+  """
+  name = error.filename
+  if name is not None:
+    name = os.fspath(name)
+    temp = next((t for t in temporaries if t and name.startswith(t)), None)
+    if temp is None:
+      return error
+    rest = name[len(temp):]  # A file inside a temporary directory.
+    if rest.startswith(os.sep):
+      path = os.fspath(path) + rest
+  if error.errno is None:
+    return OSError(f"cannot write {os.fspath(path)!r}: {error}")
+  # OSError(errno, ...) is the errno's subclass (FileNotFoundError...).
+  return OSError(error.errno, error.strerror or str(error), os.fspath(path))
 
 
 @contextlib.contextmanager
@@ -92,8 +127,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
   """
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=TEMP_PREFIX)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=TEMP_PREFIX)
+  except OSError as e:
+    raise naming(e, path) from None
   fd = os.open(tmp, os.O_RDONLY)
   try:
     _try_flock(fd)
@@ -105,10 +143,149 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
       if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (
           os.path.isdir(path)):
         raise
+  except OSError as e:
+    raise naming(e, path, tmp) from None
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
     os.close(fd)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+  """Swaps directories `a` and `b` atomically (Linux renameat2
+  RENAME_EXCHANGE); False where the system or file system lacks it."""
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (AttributeError, OSError):
+    return False
+  if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+               _RENAME_EXCHANGE) == 0:
+    return True
+  err = ctypes.get_errno()
+  if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+    return False
+  raise OSError(err, os.strerror(err), b)
+
+
+def _fsync_dir(path: str) -> None:
+  with contextlib.suppress(OSError):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+def _stale_siblings(parent: str, prefix: str,
+                    carry: Callable[[str], bool]) -> None:
+  """Removes what dead writers of `replace_dir` left in `parent`: their
+  temporaries, unless one holds an entry `carry` keeps (the user's files,
+  caught mid-move): those are only named in a warning, never deleted."""
+  try:
+    names = [n for n in os.listdir(parent) if n.startswith(prefix)]
+  except OSError:
+    return
+  now = time.time()
+  for name in names:
+    path = os.path.join(parent, name)
+    try:
+      fd = os.open(path, os.O_RDONLY)
+    except OSError:
+      continue
+    try:
+      if not _try_flock(fd) or now - os.fstat(fd).st_mtime < 1.0:
+        continue
+      if any(carry(n) for n in os.listdir(path)):
+        logging.warning("%s was left by a killed write of %s and holds "
+                        "files of yours; move them back and delete it",
+                        path, parent)
+        continue
+      shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+      continue
+    finally:
+      os.close(fd)
+
+
+@contextlib.contextmanager
+def replace_dir(path: str | os.PathLike, carry: Callable[[str], bool]
+                ) -> Iterator[str]:
+  """Yields a temporary sibling directory that then replaces `path` whole.
+
+  The caller fills the directory. On leaving the block without an
+  exception it becomes `path` at once: renamed to it when `path` is
+  missing or empty, else exchanged with it atomically (renameat2's
+  RENAME_EXCHANGE; where the file system lacks it, two renames, between
+  which `path` is briefly missing but the old directory is whole beside
+  it). Then the entries of the old directory for which `carry(name)` is
+  true (files that are not part of what is replaced) are moved into the
+  new one and the rest of the old directory is removed. On an exception
+  (a full disk...) the temporary is removed and `path` is untouched, so a
+  reader sees the old directory whole or the new one whole.
+
+  Args:
+    path: the directory to replace (created if missing).
+    carry: which names of the old directory to keep.
+
+  Yields:
+    The temporary directory to fill.
+
+  Raises:
+    OSError: naming `path`.
+  """
+  path = os.path.realpath(os.fspath(path))
+  parent, base = os.path.split(path)
+  prefix = f"{TEMP_PREFIX}{base}-"
+  try:
+    os.makedirs(parent, exist_ok=True)
+    _stale_siblings(parent, prefix, carry)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix)
+  except OSError as e:
+    raise naming(e, path) from None
+  fd = os.open(tmp, os.O_RDONLY)
+  old_fd = None
+  swapped = False  # The old directory may now be at `tmp`: keep it.
+  try:
+    _try_flock(fd)
+    yield tmp
+    os.chmod(tmp, 0o777 & ~_umask())
+    if os.path.lexists(path) and not os.path.isdir(path):
+      raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+    if not os.path.isdir(path) or not os.listdir(path):
+      os.rename(tmp, path)  # Replaces an empty directory too.
+      old = None
+    else:
+      old_fd = os.open(path, os.O_RDONLY)
+      _try_flock(old_fd)  # Not a dead writer's: keep cleaners away.
+      if _exchange(tmp, path):
+        old, swapped = tmp, True
+      else:
+        old = os.path.join(parent, f"{prefix}old-{uuid.uuid4().hex[:8]}")
+        os.rename(path, old)
+        try:
+          os.rename(tmp, path)
+        except OSError:
+          os.rename(old, path)
+          raise
+        swapped = True
+    _fsync_dir(parent)
+    if old is not None:
+      for name in sorted(os.listdir(old)):
+        if carry(name):
+          os.rename(os.path.join(old, name), os.path.join(path, name))
+      shutil.rmtree(old, ignore_errors=True)
+  except OSError as e:
+    raise naming(e, path, tmp) from None
+  finally:
+    if not swapped and os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+    os.close(fd)
+    if old_fd is not None:
+      os.close(old_fd)
 
 
 def remove_orphans(directory: str | os.PathLike, min_age_s: float = 1.0

@@ -2,9 +2,11 @@
 
 `fingerprint` makes the cache's content keys. Every .npy entry has a check
 record beside it (`<key>.check.json`: size, dtype, shape and a CRC-32 of the
-file), written when the entry is; `verify` compares a file with its header
-and its record (the CRC on the first use of a file version in a process),
-so a truncated, flipped or edited entry is found and never served.
+file), written before the entry is renamed into place; `verify` compares a
+file with its header and its record (the CRC on the first use of a file
+version in a process), so a truncated, flipped or edited entry is found and
+never served. A file without a record, or that is not a regular file (a
+directory, a symlink), fails the check: nothing vouches for its bytes.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 from typing import Any
 import zlib
 
-from absl import logging
 import numpy as np
 
 from jax_dissect.store import files
@@ -127,16 +129,39 @@ def forget(path: str) -> None:
     _VERIFIED.pop(os.path.abspath(path), None)
 
 
-def write_check(path: str) -> dict[str, Any]:
-  """Records the size, dtype, shape and CRC of .npy file `path`."""
+def check_record(path: str) -> dict[str, Any]:
+  """The check record of .npy file `path`: size, dtype, shape and CRC."""
   path = os.path.abspath(path)
   dtype, shape, _ = npy_layout(path)
-  record = {"format": _CHECK_FORMAT, "algorithm": "crc32",
-            "checksum": _actual_checksum(path, os.stat(path)),
-            "size": os.path.getsize(path), "dtype": dtype.str,
-            "shape": list(shape)}
-  files.write_text(check_path(path), json.dumps(record))
+  st = os.stat(path)
+  return {"format": _CHECK_FORMAT, "algorithm": "crc32",
+          "checksum": _actual_checksum(path, st), "size": st.st_size,
+          "dtype": dtype.str, "shape": list(shape)}
+
+
+def write_check(path: str, record_for: str | None = None
+                ) -> dict[str, Any]:
+  """Records the size, dtype, shape and CRC of .npy file `path`.
+
+  Args:
+    path: the file whose bytes are recorded.
+    record_for: the path the record is for, when `path` is a temporary
+      that will be renamed to it (the record is written first, so an entry
+      never exists without its record); default `path`.
+  """
+  record = check_record(path)
+  files.write_text(check_path(record_for or path), json.dumps(record))
   return record
+
+
+def remember(path: str, checksum: str) -> None:
+  """Tells this process that file `path`, as it is now, has CRC `checksum`
+  (its writer just recorded it), so its first read needs no second pass."""
+  path = os.path.abspath(path)
+  with contextlib.suppress(OSError):
+    sig = _signature(os.stat(path))
+    with _VERIFIED_GUARD:
+      _VERIFIED[path] = (sig, checksum)
 
 
 def _read_check(path: str) -> dict[str, Any] | None:
@@ -150,28 +175,32 @@ def _read_check(path: str) -> dict[str, Any] | None:
   return record if isinstance(record, dict) else {"unreadable": "not a dict"}
 
 
-def verify(path: str, *, checksum: bool = True, adopt: bool = False
-           ) -> str | None:
+def verify(path: str, *, checksum: bool = True) -> str | None:
   """Why the .npy file `path` is damaged, or None if it is sound.
 
   The file's size and header are compared with its check record (and with
   each other); with `checksum`, also its CRC (computed once per process and
-  file version). A file without a record is checked for a consistent size
-  and header only; with `adopt`, a record is then written for it.
+  file version). A file without a record is not sound (nothing vouches for
+  its bytes: it is recomputed, never served or adopted), nor is anything
+  that is not a regular file.
 
   Args:
     path: a .npy file.
     checksum: compare the CRC as well.
-    adopt: record a check for a sound file that has none.
 
   Returns:
-    None, or a short reason ("missing", "size 100, recorded 200", ...).
+    None, or a short reason ("missing", "no check record", "size 100,
+    recorded 200", ...).
   """
   path = os.path.abspath(path)
   try:
-    st = os.stat(path)
+    st = os.lstat(path)
   except FileNotFoundError:
     return "missing"
+  except OSError as e:
+    return f"unreadable ({e.strerror})"
+  if not stat.S_ISREG(st.st_mode):
+    return "not a regular file"
   try:
     dtype, shape, expected_size = npy_layout(path)
   except (OSError, ValueError, SyntaxError) as e:
@@ -181,12 +210,7 @@ def verify(path: str, *, checksum: bool = True, adopt: bool = False
             "(truncated or extended)")
   record = _read_check(path)
   if record is None:
-    if adopt:
-      with contextlib.suppress(OSError):
-        write_check(path)
-        logging.info("cache: recorded a checksum for %s (written without "
-                     "one)", path)
-    return None
+    return "no check record"
   if "unreadable" in record or record.get("format") != _CHECK_FORMAT:
     return f"unreadable check record {check_path(path)}"
   if record.get("size") != st.st_size:

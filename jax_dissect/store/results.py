@@ -9,7 +9,15 @@ layer and P (N, M) behind the labels. Analyses return an `AnalysisOutput`
 `<run>/analysis/`, together with a manifest of what each file is; the HTML
 report walks those manifests, so a new analysis needs no report change.
 
-Every file is written atomically (jax_dissect.store.files).
+A run is written as a unit: its files are written into a temporary sibling
+directory with a manifest (`manifest.json`: each file's size and SHA-256,
+written last) and the directory replaces the previous one at once
+(jax_dissect.store.files.replace_dir), so a run cut short (kill -9, a full
+disk) leaves the previous run whole. `load_run` checks the manifest and the
+files against each other and refuses a partial or mixed run with one line
+naming the file. Paths in arrays.json are trusted only inside the run's
+cache directory (or the one the reader names), and each array's shape is
+checked against the run's records before it is used.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import csv
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 from typing import Any
 
+from absl import logging
 import numpy as np
 
 from jax_dissect import similarity as sim_lib
@@ -35,7 +45,14 @@ CONCEPTS_TXT = "concepts.txt"
 IMAGE_IDS_TXT = "image_ids.txt"
 ARRAYS_JSON = "arrays.json"
 SKIPPED_TXT = "skipped_images.txt"
+# Written last: each run file's size and SHA-256.
+RUN_MANIFEST = "manifest.json"
+RUN_FILES = (DESCRIPTIONS_CSV, NEURONS_JSONL, CONFIG_JSON, CONCEPTS_TXT,
+             IMAGE_IDS_TXT, ARRAYS_JSON, SKIPPED_TXT)
+_MANIFEST_FORMAT = "jax_dissect-run"
 ANALYSIS_DIR = "analysis"
+# Outputs derived from a run: replaced with it, never carried to the next.
+DERIVED = (ANALYSIS_DIR, "report.html")
 # Written by write_analysis beside an analysis' files: what each file is.
 MANIFEST_SUFFIX = ".outputs.json"
 # The reference implementation's columns of descriptions.csv.
@@ -137,40 +154,68 @@ def write_run(result_dir: str | os.PathLike, *, neurons: Sequence[Neuron],
               concepts: Sequence[str], image_ids: Sequence[str],
               config: Mapping[str, Any], arrays: Mapping[str, Any],
               skipped_images: Sequence[str] = ()) -> str:
-  """Writes a run's results directory (every file atomically).
+  """Writes a run's results directory as a unit.
+
+  The files go into a temporary sibling directory, the manifest last, and
+  that directory replaces `result_dir` at once: a reader sees the previous
+  run whole or this one whole, never a mix (files.replace_dir). Entries of
+  `result_dir` that are not a run's (the user's files) are kept; the
+  previous run's files, its analysis/ and report.html are not.
 
   Args:
     result_dir: the directory (created if needed).
     neurons: the labelled neurons, in layer then unit order.
     concepts: the concept set (column m of P is concepts[m]).
     image_ids: the probe image ids (row i of A and P is image_ids[i]).
-    config: the run's options, versions, devices and timings.
+    config: the run's options, versions, devices and timings (finite
+      numbers only).
     arrays: {"concept_activations": path, "activations": {layer: path},
-      "image_embeddings": path, "text_embeddings": path} of the cached
-      arrays behind the labels.
+      "image_embeddings": path, "text_embeddings": path, "cache_root":
+      the cache directory they are in} of the cached arrays behind the
+      labels.
     skipped_images: ids of unreadable probe images.
 
   Returns:
     The directory.
+
+  Raises:
+    ValueError: a NaN or inf in `config`.
+    OSError: the directory cannot be written (one line naming the file).
   """
-  result_dir = os.fspath(result_dir)
-  join = lambda name: os.path.join(result_dir, name)
-  files.write_csv(join(DESCRIPTIONS_CSV), (
-      {"layer": n.layer, "unit": n.unit, "description": n.description,
-       "similarity": f"{n.similarity:.6g}"} for n in neurons),
-                  DESCRIPTION_COLUMNS)
-  files.write_text(join(NEURONS_JSONL),
-                   _lines(json.dumps(n.to_json()) for n in neurons))
-  files.write_text(join(CONCEPTS_TXT), _lines(concepts))
-  files.write_text(join(IMAGE_IDS_TXT), _lines(image_ids))
-  files.write_text(join(ARRAYS_JSON), json.dumps(arrays, indent=1))
-  files.write_text(join(CONFIG_JSON),
-                   json.dumps(config, indent=1, default=str))
+  try:
+    config_text = json.dumps(config, indent=1, default=str, allow_nan=False)
+  except ValueError:
+    raise ValueError("the run's config holds NaN or inf (e.g. in "
+                     "similarity_kwargs); options must be finite") from None
+  texts = {
+      DESCRIPTIONS_CSV: files.csv_text((
+          {"layer": n.layer, "unit": n.unit, "description": n.description,
+           "similarity": f"{n.similarity:.6g}"} for n in neurons),
+                                       DESCRIPTION_COLUMNS),
+      NEURONS_JSONL: _lines(json.dumps(n.to_json()) for n in neurons),
+      CONCEPTS_TXT: _lines(concepts),
+      IMAGE_IDS_TXT: _lines(image_ids),
+      ARRAYS_JSON: json.dumps(arrays, indent=1),
+      CONFIG_JSON: config_text,
+  }
   if skipped_images:
-    files.write_text(join(SKIPPED_TXT), _lines(skipped_images))
-  elif os.path.exists(join(SKIPPED_TXT)):
-    os.remove(join(SKIPPED_TXT))
-  return result_dir
+    texts[SKIPPED_TXT] = _lines(skipped_images)
+  with files.replace_dir(result_dir, _carried) as tmp:
+    manifest = {}
+    for name, text in texts.items():
+      data = text.encode("utf-8")
+      files.write_bytes(os.path.join(tmp, name), data)
+      manifest[name] = {"size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest()}
+    files.write_json(os.path.join(tmp, RUN_MANIFEST),
+                     {"format": _MANIFEST_FORMAT, "version": 1,
+                      "files": manifest})
+  return os.fspath(result_dir)
+
+
+def _carried(name: str) -> bool:
+  """Entries of a run directory kept when a new run replaces it."""
+  return name not in RUN_FILES + DERIVED + (RUN_MANIFEST,)
 
 
 def _read_lines(path: str) -> list[str]:
@@ -219,6 +264,8 @@ class Run:
     image_ids: probe image ids; row i of A and P is image_ids[i].
     arrays: arrays.json as a dict ({} if absent).
     skipped_images: ids of probe images the run could not read.
+    cache_root: the only directory arrays are read from (None: the
+      directory arrays.json records, see `load_run`).
   """
   path: str
   neurons: list[Neuron]
@@ -227,6 +274,7 @@ class Run:
   image_ids: list[str]
   arrays: dict[str, Any]
   skipped_images: list[str] = dataclasses.field(default_factory=list)
+  cache_root: str | None = None
 
   @property
   def layers(self) -> list[str]:
@@ -275,7 +323,28 @@ class Run:
     return sorted((n for n in self.neurons if n.layer == layer),
                   key=lambda n: n.unit)
 
+  def recorded_cache_root(self) -> str | None:
+    """The cache directory the run's arrays were written to: arrays.json's
+    cache_root, else (runs before it was recorded) the directory of the
+    activations' kinds (<cache>/activations/<key>.npy), or None."""
+    root = self.arrays.get("cache_root")
+    if isinstance(root, str) and root:
+      return os.path.join(self.path, root)
+    paths = self.arrays.get("activations") or {}
+    if isinstance(paths, dict) and paths:
+      first = next(iter(paths.values()))
+      if isinstance(first, str):
+        return os.path.dirname(os.path.dirname(os.path.join(self.path,
+                                                            first)))
+    return None
+
   def _array_path(self, *keys: str) -> str:
+    """The path of an array arrays.json names, inside the trusted cache.
+
+    Paths are trusted only inside `cache_root` (default: the recorded
+    one); with a `cache_root` other than the recorded one (a moved or
+    copied cache) the recorded paths are taken relative to it.
+    """
     value: Any = self.arrays
     for key in keys:
       if not isinstance(value, dict) or key not in value:
@@ -283,40 +352,82 @@ class Run:
             f"{os.path.join(self.path, ARRAYS_JSON)} has no entry "
             f"{'/'.join(keys)!r}; cached arrays are needed to re-run kernels")
       value = value[key]
+    name = "/".join(keys)
+    if not isinstance(value, str) or not value:
+      raise ValueError(f"{ARRAYS_JSON} of {self.path}: {name} is not a path")
     path = os.path.join(self.path, value)  # Absolute paths stay as they are.
+    recorded = self.recorded_cache_root()
+    root = self.cache_root or recorded
+    if root is None:
+      raise ValueError(f"{ARRAYS_JSON} of {self.path} records no cache "
+                       "directory; pass the cache (activation_dir) to read "
+                       "its arrays")
+    if self.cache_root and recorded and _inside(path, recorded):
+      path = os.path.join(self.cache_root, os.path.relpath(
+          os.path.realpath(path), os.path.realpath(recorded)))
+    if not _inside(path, root):
+      raise ValueError(_short(
+          f"{ARRAYS_JSON}: {name} is outside the cache {root} ({value}); "
+          "arrays are read only from the run's cache, or from the one given "
+          "as activation_dir"))
     if not os.path.exists(path):
-      raise FileNotFoundError(
-          f"cached array {'/'.join(keys)} not found at {path} (from "
-          f"{os.path.join(self.path, ARRAYS_JSON)}); re-run describe_neurons")
+      raise FileNotFoundError(_short(
+          f"cached array {name} not found at {path} (from {ARRAYS_JSON}); "
+          "re-run describe_neurons or pass the cache as activation_dir"))
     return path
 
-  def _load(self, *keys: str) -> np.ndarray:
-    """A cached array, checked (size, header, checksum) before it is used."""
+  def _load(self, *keys: str, shape: tuple[int | None, ...] = ()
+            ) -> np.ndarray:
+    """A cached array, checked (size, header, checksum, and its shape
+    against the run's records: None is any size) before it is used."""
     path = self._array_path(*keys)
     try:
-      return integrity.load_verified(path)
+      array = integrity.load_verified(path)
     except integrity.DamagedEntryError:
       raise
     except (ValueError, OSError) as e:
-      raise ValueError(f"cannot read cached array {path}: {e}") from e
+      raise ValueError(_short(f"cannot read cached array {path}: {e}")) from e
+    want = tuple(shape)
+    if want and (array.ndim != len(want) or any(
+        w is not None and w != a for w, a in zip(want, array.shape))):
+      expected = "(" + ", ".join("?" if w is None else str(w)
+                                 for w in want) + ")"
+      raise ValueError(_short(
+          f"{ARRAYS_JSON}: {'/'.join(keys)} has shape {array.shape}, but "
+          f"the run's records need {expected}: not this run's array "
+          f"({path})"))
+    return array
+
+  def _num_images(self) -> int | None:
+    return len(self.image_ids) or None
 
   def activations(self, layer: str) -> np.ndarray:
-    """A of `layer`: float32 (N, K), memory-mapped."""
+    """A of `layer`: float32 (N, K), memory-mapped.
+
+    Refused when its shape is not (images, the layer's neurons) or its
+    cache entry was written for another layer.
+    """
     if layer not in self.arrays.get("activations", {}):
       self.check_layer(layer)
-    return self._load("activations", layer)
+    units = sum(1 for n in self.neurons if n.layer == layer) or None
+    array = self._load("activations", layer,
+                       shape=(self._num_images(), units))
+    _check_entry_layer(self._array_path("activations", layer), layer)
+    return array
 
   def concept_activations(self) -> np.ndarray:
     """P: (N, M), memory-mapped."""
-    return self._load("concept_activations")
+    return self._load("concept_activations", shape=(
+        self._num_images(), len(self.concepts) or None))
 
   def image_embeddings(self) -> np.ndarray:
     """CLIP image embeddings of the probe set: (N, D), L2-normalised rows."""
-    return self._load("image_embeddings")
+    return self._load("image_embeddings", shape=(self._num_images(), None))
 
   def text_embeddings(self) -> np.ndarray:
     """CLIP text embeddings of the concept set: (M, D), L2-normalised rows."""
-    return self._load("text_embeddings")
+    return self._load("text_embeddings",
+                      shape=(len(self.concepts) or None, None))
 
   def cache_dir(self) -> str:
     """The cache directory the run's activations are in (its activation_dir,
@@ -336,11 +447,116 @@ class Run:
     return out_dir or os.path.join(self.path, ANALYSIS_DIR)
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def _short(text: str, limit: int = 300) -> str:
+  """`text` on one line of at most `limit` characters."""
+  text = " ".join(str(text).split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _inside(path: str, root: str) -> bool:
+  """True if `path` (symlinks resolved) is `root` or below it."""
+  path, root = os.path.realpath(path), os.path.realpath(root)
+  return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _check_entry_layer(path: str, layer: str) -> None:
+  """An activations entry's description (<key>.json, when there is one)
+  names the layer it was computed for."""
+  described = os.path.splitext(path)[0] + ".json"
+  try:
+    with open(described, encoding="utf-8") as f:
+      recorded = json.load(f).get("layer")
+  except (OSError, ValueError, AttributeError):
+    return
+  if recorded is not None and recorded != layer:
+    raise ValueError(_short(
+        f"{ARRAYS_JSON}: activations/{layer} points at the array of layer "
+        f"{recorded!r} ({path}): not this layer's array"))
+
+
+def _mixed(path: str, name: str, why: str) -> ValueError:
+  return ValueError(_short(
+      f"{os.path.join(path, name)} {why}: the run is partial or mixed "
+      "(cut short, or files of two runs); re-run describe_neurons"))
+
+
+def _check_manifest(path: str) -> bool:
+  """Checks the run files against the manifest; False if there is none.
+
+  Raises:
+    ValueError: naming the first file that is missing, changed, or not
+      listed (one line).
+  """
+  manifest_path = os.path.join(path, RUN_MANIFEST)
+  if not os.path.exists(manifest_path):
+    return False
+  try:
+    with open(manifest_path, encoding="utf-8") as f:
+      manifest = json.load(f)
+    listed = manifest["files"]
+    if manifest.get("format") != _MANIFEST_FORMAT or not isinstance(
+        listed, dict):
+      raise ValueError("not a run manifest")
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise _mixed(path, RUN_MANIFEST, f"is unreadable ({e})") from None
+  for name in RUN_FILES:
+    file_path = os.path.join(path, name)
+    if name not in listed:
+      if os.path.lexists(file_path):
+        raise _mixed(path, name, "is not in the run's manifest")
+      continue
+    record = listed[name]
+    if not os.path.isfile(file_path):
+      raise _mixed(path, name, "is missing")
+    try:
+      with open(file_path, "rb") as f:
+        data = f.read()
+    except OSError as e:
+      raise _mixed(path, name, f"cannot be read ({e.strerror})") from None
+    if (len(data) != record.get("size")
+        or hashlib.sha256(data).hexdigest() != record.get("sha256")):
+      raise _mixed(path, name, "differs from the run's manifest")
+  return True
+
+
+def _check_consistent(run: Run, csv_neurons: list[Neuron] | None) -> None:
+  """The run's files describe one run: the same neurons in
+  descriptions.csv and neurons.jsonl, labels among the concepts, top
+  images among the image ids, counts as config.json records them: the
+  check of runs written before manifests (or by hand)."""
+  path = run.path
+  if csv_neurons is not None:
+    ours = [(n.layer, n.unit, n.description) for n in run.neurons]
+    theirs = [(n.layer, n.unit, n.description) for n in csv_neurons]
+    if ours != theirs:
+      raise _mixed(path, DESCRIPTIONS_CSV, f"does not match {NEURONS_JSONL}")
+  if run.concepts:
+    known = set(run.concepts)
+    if any(n.description not in known for n in run.neurons):
+      raise _mixed(path, CONCEPTS_TXT, "lacks labels of the neurons")
+  if run.image_ids:
+    ids = set(run.image_ids)
+    if any(i not in ids for n in run.neurons for i in n.top_images):
+      raise _mixed(path, IMAGE_IDS_TXT, "lacks top images of the neurons")
+  for key, values, name in (("num_images", run.image_ids, IMAGE_IDS_TXT),
+                            ("num_concepts", run.concepts, CONCEPTS_TXT)):
+    recorded = run.config.get(key)
+    if isinstance(recorded, int) and values and recorded != len(values):
+      raise _mixed(path, name, f"has {len(values)} lines but {CONFIG_JSON} "
+                   f"records {key}={recorded}")
+
+
+def load_run(path: str | os.PathLike, cache_root: str | None = None) -> Run:
   """Loads the results directory written by describe_neurons.
+
+  The run files are checked against the run's manifest (sizes and
+  SHA-256) and against each other, so a partial or mixed run is refused.
 
   Args:
     path: the directory (see docs/results_format.md).
+    cache_root: the only directory its arrays may be read from (a moved
+      or copied cache: arrays.json's paths are taken relative to it);
+      default the cache directory the run recorded.
 
   Returns:
     A `Run`; the cached arrays are loaded lazily by its methods.
@@ -348,14 +564,27 @@ def load_run(path: str | os.PathLike) -> Run:
   Raises:
     FileNotFoundError: if `path` is not a directory or holds neither
       neurons.jsonl nor descriptions.csv.
-    ValueError: if a file is malformed.
+    ValueError: if a file is malformed, or the files are not one run's
+      (one line naming the file).
   """
   path = os.fspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"results directory {path!r} does not exist")
+  if cache_root is not None:
+    cache_root = os.path.abspath(os.path.expanduser(os.fspath(cache_root)))
+    if not os.path.isdir(cache_root):
+      raise ValueError(f"activation_dir={cache_root!r} is not a directory")
   join = lambda name: os.path.join(path, name)
+  verified = _check_manifest(path)
+  if not verified:
+    logging.info("%s has no %s (written before run manifests, or by hand): "
+                 "its files are checked against each other only", path,
+                 RUN_MANIFEST)
+  csv_neurons = None
   if os.path.exists(join(NEURONS_JSONL)):
     neurons = _read_neurons_jsonl(join(NEURONS_JSONL))
+    if os.path.exists(join(DESCRIPTIONS_CSV)):
+      csv_neurons = _read_descriptions_csv(join(DESCRIPTIONS_CSV))
   elif os.path.exists(join(DESCRIPTIONS_CSV)):
     neurons = _read_descriptions_csv(join(DESCRIPTIONS_CSV))
   else:
@@ -368,18 +597,36 @@ def load_run(path: str | os.PathLike) -> Run:
       return {}
     try:
       with open(join(name), encoding="utf-8") as f:
-        return json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{join(name)} is not valid JSON: {e}") from e
+        value = json.load(f, parse_constant=_no_constant)
+    except ValueError as e:  # JSON, UTF-8 or a NaN/inf constant.
+      raise ValueError(_short(f"{join(name)} is not valid JSON: {e}")
+                       ) from None
+    if not isinstance(value, dict):
+      raise ValueError(f"{join(name)} is not a JSON object")
+    return value
 
   def optional_lines(name):
-    return _read_lines(join(name)) if os.path.exists(join(name)) else []
+    if not os.path.exists(join(name)):
+      return []
+    try:
+      return _read_lines(join(name))
+    except UnicodeDecodeError as e:
+      raise ValueError(_short(f"{join(name)} is not UTF-8 text: {e}")
+                       ) from None
 
-  return Run(path=path, neurons=neurons, config=optional_json(CONFIG_JSON),
-             concepts=optional_lines(CONCEPTS_TXT),
-             image_ids=optional_lines(IMAGE_IDS_TXT),
-             arrays=optional_json(ARRAYS_JSON),
-             skipped_images=optional_lines(SKIPPED_TXT))
+  run = Run(path=path, neurons=neurons, config=optional_json(CONFIG_JSON),
+            concepts=optional_lines(CONCEPTS_TXT),
+            image_ids=optional_lines(IMAGE_IDS_TXT),
+            arrays=optional_json(ARRAYS_JSON),
+            skipped_images=optional_lines(SKIPPED_TXT),
+            cache_root=cache_root)
+  if not verified:
+    _check_consistent(run, csv_neurons)
+  return run
+
+
+def _no_constant(name: str) -> float:
+  raise ValueError(f"{name} is not a finite number")
 
 
 # ----------------------------------------------------------------------------

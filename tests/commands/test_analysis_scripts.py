@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from jax_dissect.store import integrity
 from tests import helpers
 from tests.helpers import synthetic_run as synth
 
@@ -130,21 +129,37 @@ def test_report_to_a_directory_and_damaged_array_are_one_line(res, tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith(
       f"error: out='{tmp_path}' is a directory"), proc.stderr[-2000:]
   assert os.listdir(tmp_path) == []
-  # A copy of the run whose cached P was damaged after its check record.
+  # A copy of the run and of its cache (read with --activation_dir: the
+  # cache a run's arrays are trusted in), whose P was damaged after its
+  # check record.
   copy = tmp_path / "run"
   shutil.copytree(res["path"], copy)
   arrays = json.load(open(copy / "arrays.json"))
-  p_path = str(tmp_path / "P.npy")
-  np.save(p_path, np.load(arrays["concept_activations"]))
-  integrity.write_check(p_path)
+  p_path = str(copy / os.path.relpath(arrays["concept_activations"],
+                                      res["path"]))
   with open(p_path, "r+b") as f:
     f.seek(-4, os.SEEK_END)
     f.write(b"\xff\xff\xff\xff")
-  arrays["concept_activations"] = p_path
-  json.dump(arrays, open(copy / "arrays.json", "w"))
   proc = run("stability.py", f"--results_dir={copy}", "--num_resamples=2",
-             "--layers=layer4")
+             "--layers=layer4", f"--activation_dir={copy}")
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith(f"error: cached array {p_path} is damaged") and (
       "CRC-32" in last), last
+
+
+def test_an_unwritable_out_dir_is_refused_before_the_work(res, tmp_path):
+  """Issue 25: stability --out_dir=<read-only> failed after minutes of
+  work. A million resamples would take long: the check comes first."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  blocker = tmp_path / "file"
+  blocker.write_text("a file, not a directory")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "stability.py"),
+       f"--results_dir={res['path']}", "--num_resamples=1000000",
+       f"--out_dir={blocker / 'analysis'}"],
+      capture_output=True, text=True, env=env, timeout=120, check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: out_dir='{blocker / 'analysis'}' cannot be "
+                         "created"), last

@@ -151,6 +151,13 @@ def test_readme_nested_override_sets_top_k(smoke_run):
      "result_dir='/sys/results' cannot be created in '/sys'"),
     ([f"--config={SMOKE}", "--concept_activations=FILE"],
      "is not a .npy array file"),
+    # Issue 25: a second --config that does not load was a traceback (or
+    # named the first config); an unknown option listed all 35 (> 300).
+    ([f"--config={SMOKE}", "--config=BADCONFIG"],
+     "--config=BADCONFIG: cannot load it: invalid syntax"),
+    ([f"--config={SMOKE}", "--config=configs/nope.py"],
+     "--config=configs/nope.py: no such config file"),
+    ([f"--config={SMOKE}", "--config.xyzzy=1"], "(35 in all)"),
 ])
 def test_config_and_path_errors_are_one_line_and_early(tmp_path, flags,
                                                        expected):
@@ -158,7 +165,11 @@ def test_config_and_path_errors_are_one_line_and_early(tmp_path, flags,
   unusable paths end in one `error:` line, before any stage runs: within
   seconds (the smoke run they would otherwise follow takes a minute)."""
   (tmp_path / "file.txt").write_text("0.1 0.2\n")
-  flags = [f.replace("FILE", str(tmp_path / "file.txt")) for f in flags]
+  (tmp_path / "bad_config.py").write_text("def get_config(:\n")
+  bad = str(tmp_path / "bad_config.py")
+  flags = [f.replace("FILE", str(tmp_path / "file.txt")).replace(
+      "BADCONFIG", bad) for f in flags]
+  expected = expected.replace("BADCONFIG", bad)
   t0 = time.monotonic()
   result = _run([sys.executable, SCRIPT, *flags, "--alsologtostderr",
                  f"--activation_dir={tmp_path / 'cache'}"], timeout=300)
@@ -168,4 +179,5 @@ def test_config_and_path_errors_are_one_line_and_early(tmp_path, flags,
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+  assert len(errors[0]) <= len("error: ") + 300, errors[0]
   assert not _log_lines(result.stderr, "stage "), result.stderr[-2000:]

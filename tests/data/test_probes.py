@@ -102,6 +102,41 @@ def test_scan_finds_unreadable_images(tmp_path):
   assert subset.load(1).size == folder.load(2).size
 
 
+@pytest.mark.parametrize("fingerprint", ["stat", "content"])
+def test_a_looped_file_symlink_is_skipped_like_an_unreadable_image(
+    tmp_path, fingerprint):
+  """Issue 25: a looped file symlink in the probe folder ended the run
+  (ELOOP while fingerprinting), while other unreadable files are skipped."""
+  _write_images(str(tmp_path), ["a.png", "c.png"])
+  os.symlink("b.jpg", tmp_path / "b.jpg")  # Points at itself.
+  folder = data_lib.ImageFolder(str(tmp_path), fingerprint=fingerprint)
+  assert folder.ids == ["a.png", "b.jpg", "c.png"]
+  assert folder.fingerprint()
+  result = data_lib.scan(folder)
+  assert result.readable == (0, 2)
+  assert result.skipped[0][0] == "b.jpg"
+  assert "symbolic links" in result.skipped[0][1]
+
+
+def test_a_folder_symlink_loop_is_walked_once(tmp_path):
+  """A link to a folder above it made the walk read every image again
+  at each of 40 levels of the loop."""
+  _write_images(str(tmp_path / "x"), ["a.png", "sub/b.png"])
+  os.symlink(str(tmp_path / "x"), tmp_path / "x" / "sub" / "loop")
+  folder = data_lib.ImageFolder(str(tmp_path / "x"))
+  assert folder.ids == ["a.png", "sub/b.png"]
+
+
+def test_an_unknown_tfds_name_is_one_short_line(tmp_path):
+  """Issue 25: TFDS's error lists every data set it knows (kilobytes)."""
+  with pytest.raises(ValueError) as e:
+    data_lib.make_probe_set("tfds:no_such_dataset_xyz:test",
+                            tfds_data_dir=str(tmp_path), tfds_download=False)
+  message = str(e.value)
+  assert "no_such_dataset_xyz" in message
+  assert "\n" not in message and len(message) <= 300, len(message)
+
+
 def test_union_concatenates_and_disambiguates(tmp_path):
   _write_images(str(tmp_path / "x"), ["a.png", "b.png"])
   _write_images(str(tmp_path / "y"), ["a.png"])

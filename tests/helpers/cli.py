@@ -71,7 +71,8 @@ def neurons(result_dir):
 def cached_arrays(result_dir):
   """{name: array} of a run's cached P, embeddings and activations."""
   arrays = read_json(os.path.join(result_dir, "arrays.json"))
-  out = {k: np.load(v) for k, v in arrays.items() if isinstance(v, str)}
+  out = {k: np.load(v) for k, v in arrays.items()
+         if isinstance(v, str) and k != "cache_root"}
   out.update({f"activations/{l}": np.load(v)
               for l, v in arrays["activations"].items()})
   return out

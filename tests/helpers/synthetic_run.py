@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from jax_dissect import similarity
+from jax_dissect.store import integrity
 from jax_dissect.store import results
 
 DIM = 64
@@ -78,8 +79,11 @@ def make_world(n_per_class=12, n_noise_neurons=4, n_planted=4, seed=0,
 
 
 def write_results(path, world, similarity_fn="soft_wpmi",
-                  similarity_kwargs=None, relative_arrays=False, seed=0):
-  """Writes `world` as a results directory at `path`; returns `path`."""
+                  similarity_kwargs=None, relative_arrays=False, seed=0,
+                  config=None):
+  """Writes `world` as a results directory at `path`; returns `path`.
+
+  `config` entries are added to (or override) its config.json."""
   similarity_kwargs = ({"top_k": 10} if similarity_kwargs is None
                        else dict(similarity_kwargs))
   os.makedirs(path, exist_ok=True)
@@ -88,6 +92,7 @@ def write_results(path, world, similarity_fn="soft_wpmi",
 
   def save(name, arr):
     np.save(os.path.join(cache, name), arr)
+    integrity.write_check(os.path.join(cache, name))  # As the cache does.
     return (os.path.join("cache", name) if relative_arrays
             else os.path.abspath(os.path.join(cache, name)))
 
@@ -98,6 +103,8 @@ def write_results(path, world, similarity_fn="soft_wpmi",
   neurons = []
   for layer, a in world["activations"].items():
     arrays["activations"][layer] = save(f"A_{layer}.npy", a)
+    with open(os.path.join(cache, f"A_{layer}.json"), "w") as f:
+      f.write(f'{{"layer": "{layer}"}}')  # The cache's description.
     sim = similarity.compute(similarity_fn, a, world["P"], seed=seed,
                              devices=1, fit=False, **similarity_kwargs)
     top = np.argsort(-a, axis=0, kind="stable")[:10]
@@ -110,7 +117,8 @@ def write_results(path, world, similarity_fn="soft_wpmi",
       image_ids=world["image_ids"], arrays=arrays,
       config={"similarity_fn": similarity_fn,
               "similarity_kwargs": similarity_kwargs, "seed": seed,
-              "target_model": "synthetic", "jax_dissect_version": "0.1.0"})
+              "target_model": "synthetic", "jax_dissect_version": "0.1.0",
+              **(config or {})})
   return path
 
 

@@ -88,6 +88,27 @@ def test_one_hot_wiring_labels_are_top_image_classes(tmp_path):
   assert len(rows) == 64 + 512 + 100
 
 
+def test_a_given_p_is_copied_into_the_cache_and_constant_columns_warn(
+    tmp_path, small_probe, concepts_file, log_lines):
+  """A given P: its constant columns are counted in a warning (issue 25),
+  and it is copied into the cache, so every array of the run is read from
+  the run's cache (readers trust arrays.json only there)."""
+  p = np.random.default_rng(0).random((24, 6)).astype(np.float32)
+  p[:, 2] = 0.5
+  np.save(tmp_path / "p.npy", p)
+  config = pipeline_config.config(
+      tmp_path, d_probe=f"folder:{small_probe}",
+      concept_set=str(concepts_file), target_layers="layer4",
+      concept_activations=str(tmp_path / "p.npy"))
+  run = pipeline.describe_neurons(config)
+  assert any("1 of 6 concept columns are constant" in l for l in log_lines)
+  os.remove(tmp_path / "p.npy")
+  from jax_dissect.store import results as results_lib  # pylint: disable=g-import-not-at-top
+  loaded = results_lib.load_run(run.path)
+  assert loaded.arrays["cache_root"] == str(tmp_path / "cache")
+  np.testing.assert_array_equal(loaded.concept_activations(), p)
+
+
 def test_cache_reuse_and_invalidation(tmp_path, small_probe, concepts_file,
                                       log_lines):
   config = pipeline_config.config(tmp_path, d_probe=f"folder:{small_probe}",
@@ -209,7 +230,8 @@ def test_empty_folder_and_bad_precomputed_p(tmp_path, small_probe,
                    concept_set=str(concepts_file))
   with pytest.raises(ValueError, match="holds no images"):
     pipeline.describe_neurons(config)
-  np.save(tmp_path / "p.npy", np.zeros((3, 6), np.float32))
+  np.save(tmp_path / "p.npy",
+          np.random.default_rng(0).random((3, 6), np.float32))
   config = pipeline_config.config(tmp_path, d_probe=f"folder:{small_probe}",
                    concept_set=str(concepts_file),
                    concept_activations=str(tmp_path / "p.npy"))
@@ -322,6 +344,8 @@ def _p_file(tmp_path, kind):
     np.save(path, np.ones((24, 6), np.float32))
     with open(path, "r+b") as f:
       f.truncate(200)
+  elif kind == "constant":
+    np.save(path, np.zeros((24, 6), np.float32))
   return str(path)
 
 
@@ -353,6 +377,19 @@ def _p_file(tmp_path, kind):
     (dict(similarity_kwargs={"min_norm": 0.1}), r"soft_wpmi has no hyper-"
                                                 r"parameter\(s\) \['min_norm'"),
     (dict(num_threads=-1), r"num_threads=-1 must be >= 0"),
+    # Issue 25: NaN/inf hyper-parameters gave NaN scores and one label;
+    # top_k=-1 quoted N=1000000000; a constant P gave one label at score 0;
+    # results inside the cache would be removed by its cleaning.
+    (dict(similarity_kwargs={"a": float("nan")}),
+     r"^similarity_kwargs.a=nan must be a finite number$"),
+    (dict(similarity_kwargs={"lam": float("inf")}),
+     r"^similarity_kwargs.lam=inf must be a finite number$"),
+    (dict(similarity_kwargs={"top_k": -1}),
+     r"^similarity_kwargs.top_k=-1 must be >= 1$"),
+    (dict(concept_activations="P:constant"),
+     r"p_constant.npy': every one of its 6 columns is constant"),
+    (dict(result_dir="CACHE/results"), r"result_dir=.* is inside "
+                                       "activation_dir"),
     (dict(prompt_template="a {} of {}"), r"prompt_template='a {} of {}'"),
 ])
 def test_bad_options_and_files_fail_before_any_stage(
@@ -365,6 +402,8 @@ def test_bad_options_and_files_fail_before_any_stage(
   for key, value in overrides.items():
     if isinstance(value, str) and value.startswith("FILE"):
       overrides[key] = str(tmp_path / "file.txt") + value[len("FILE"):]
+    elif isinstance(value, str) and value.startswith("CACHE"):
+      overrides[key] = str(tmp_path / "cache") + value[len("CACHE"):]
     elif isinstance(value, str) and value.startswith("P:"):
       overrides[key] = _p_file(tmp_path, value[2:])
   config = pipeline_config.config(tmp_path, d_probe=f"folder:{small_probe}",
@@ -372,7 +411,7 @@ def test_bad_options_and_files_fail_before_any_stage(
   config = {**config.to_dict(), **overrides}
   with pytest.raises(ValueError, match=match) as e:
     pipeline.describe_neurons(config)
-  assert "\n" not in str(e.value)
+  assert "\n" not in str(e.value) and len(str(e.value)) <= 300
   assert not [l for l in log_lines if l.startswith("stage ")], log_lines
   assert not os.path.exists(tmp_path / "cache" / "scan")
 

@@ -239,3 +239,13 @@ def test_numpy_inputs_are_used_in_place_when_aligned(tmp_path):
   want = similarity.compute("soft_wpmi", a, p, devices=1, top_k=10)
   got = similarity.compute("soft_wpmi", a, mapped, devices=1, top_k=10)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("hyper", [{"a": float("nan")}, {"lam": float("inf")},
+                                   {"p_start": -float("inf")}])
+def test_non_finite_hyper_parameters_are_refused(hyper):
+  """Issue 25: a=nan gave NaN for every score and one label for all."""
+  a = np.random.default_rng(0).random((20, 3), np.float32)
+  p = np.random.default_rng(1).random((20, 4), np.float32)
+  with pytest.raises(ValueError, match="must be a finite number"):
+    similarity.compute("soft_wpmi", a, p, top_k=5, **hyper)

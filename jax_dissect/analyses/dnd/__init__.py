@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 
 from jax_dissect import clip
+from jax_dissect import models as models_lib
 from jax_dissect import similarity
 from jax_dissect.analyses.dnd import config as dnd_config_lib
 from jax_dissect.analyses.dnd import images as dnd_images
@@ -117,6 +118,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seed of the caption shuffles and of the generator.
   c.unit_chunk = 64  # Neurons whose stages are saved together.
   c.batch_size = 0  # Images per target pass (0: the run's batch_size).
+  # The run's target model (default: config.json's registry name); a
+  # package.module:function target must be given here, it is never run from
+  # the run's files.
+  c.target_model = ""
   # Where the stages' outputs are kept (default: the run's cache directory).
   c.store_dir = ""
   return c
@@ -159,13 +164,13 @@ def _run_clip(results: results_lib.Run) -> tuple[Any, np.ndarray]:
   return dnd_models.Lazy(load, f"run-clip:{key}"), embeddings
 
 
-def _target(results: results_lib.Run, batch_size: int) -> dnd_target.Target:
+def _target(results: results_lib.Run, batch_size: int,
+            target_model: str = "") -> dnd_target.Target:
   cfg = results.config
-  if not cfg.get("target_model"):
-    raise ValueError(f"{os.path.join(results.path, results_lib.CONFIG_JSON)}"
-                     " has no target_model: cannot rebuild the target")
+  name = models_lib.run_target_model(
+      cfg, target_model, os.path.join(results.path, results_lib.CONFIG_JSON))
   return dnd_target.Target.load(
-      cfg["target_model"], cfg.get("target_weights"),
+      name, cfg.get("target_weights"),
       int(cfg.get("target_seed", 0)), pool=cfg.get("pool_mode", "avg"),
       token_pool=cfg.get("token_pool", "cls"),
       batch_size=batch_size or int(cfg.get("batch_size") or 32))
@@ -264,7 +269,7 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
       ("generator", generator), ("clip", clip_spec))}
   store = dnd_store.CacheStore(config.store_dir or results.cache_dir())
   probe = run_probe_images(results)
-  target = _target(results, batch_size)
+  target = _target(results, batch_size, config.target_model)
 
   described = dnd_run.describe_and_dissect(
       target, probe, layer, units, captioner=models["captioner"],

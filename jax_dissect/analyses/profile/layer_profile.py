@@ -163,13 +163,22 @@ class TableCategorizer:
     line (a CSV with a quoted label is fine); blank lines and lines starting
     with # are skipped; a header `label,category` is allowed."""
     table = {}
-    with open(path, encoding="utf-8-sig", newline="") as f:
-      lines = [l for l in f if l.strip() and not l.lstrip().startswith("#")]
+    try:
+      with open(path, encoding="utf-8-sig", newline="") as f:
+        lines = [l for l in f
+                 if l.strip() and not l.lstrip().startswith("#")]
+    except UnicodeDecodeError as e:
+      raise ValueError(f"category_table {os.fspath(path)!r} is not UTF-8 "
+                       f"text (byte {e.start}); it must be a "
+                       "label<TAB>category or label,category file") from None
     delimiter = "\t" if lines and "\t" in lines[0] else ","
     for lineno, row in enumerate(csv.reader(lines, delimiter=delimiter), 1):
       if len(row) < 2:
-        raise ValueError(f"{path}: line {lineno} {row!r} is not "
-                         "'label<TAB>category' or 'label,category'")
+        shown = repr(row)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"category_table {os.fspath(path)!r}: line {lineno} "
+                         f"{shown} is not 'label<TAB>category' or "
+                         "'label,category'")
       label, category = row[0].strip(), row[-1].strip()
       if lineno == 1 and (label.lower(), category.lower()) == ("label",
                                                                 "category"):

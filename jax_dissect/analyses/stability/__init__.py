@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping, Sequence
+import os
 from typing import Any
 
 from absl import logging
@@ -84,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.score_base_k = top_labels_lib.BASE_K
   c.score_ks = top_labels_lib.OTHER_KS
   c.score_labels = top_labels_lib.NUM_LABELS  # Size of the compared sets.
+  # The noise check's target (default: config.json's registry name); a
+  # package.module:function target must be given here, it is never run from
+  # the run's files.
+  c.target_model = ""
   return c
 
 
@@ -233,7 +238,8 @@ def score_table(rows: Sequence[Mapping[str, Any]], base_k: int,
 
 
 def noisy_arrays(results: results_lib.Run, layers: Sequence[str], *,
-                 std: float, seed: int = 0, batch_size: int = 0
+                 std: float, seed: int = 0, batch_size: int = 0,
+                 target_model: str = ""
                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """A per layer and P recomputed on the run's probe images with pixel noise.
 
@@ -248,15 +254,13 @@ def noisy_arrays(results: results_lib.Run, layers: Sequence[str], *,
   if cfg.get("concept_activations") or "image_embeddings" not in results.arrays:
     raise ValueError("noise_std needs a run whose P came from CLIP (this run "
                      "was given precomputed concept_activations)")
-  if not cfg.get("target_model"):
-    raise ValueError(f"{results.path} has no target_model in config.json: "
-                     "cannot rebuild the target for noise_std")
+  name = models.run_target_model(
+      cfg, target_model, os.path.join(results.path, results_lib.CONFIG_JSON))
   probe = data_lib.run_probe_set(results)
   n = len(probe)
   batch_size = batch_size or int(cfg.get("batch_size") or 64)
   spec, module, variables = models.load_target(
-      cfg["target_model"], cfg.get("target_weights"),
-      int(cfg.get("target_seed", 0)))
+      name, cfg.get("target_weights"), int(cfg.get("target_seed", 0)))
   logging.info("stability: pixel noise std %g on %d images (target)", std, n)
   acts = act_lib.collect_activations(
       module, variables, robustness.noisy_batches(
@@ -287,7 +291,8 @@ def _labels(results: results_lib.Run, a: Any, p: Any) -> np.ndarray:
 
 def noise_robustness(results: results_lib.Run, layers: Sequence[str], *,
                      std: float = robustness.DEFAULT_NOISE_STD,
-                     seed: int = 0, batch_size: int = 0
+                     seed: int = 0, batch_size: int = 0,
+                     target_model: str = ""
                      ) -> tuple[dict[str, list[dict[str, Any]]],
                                 dict[str, dict[str, Any]]]:
   """Share of labels kept when the probe images get pixel noise.
@@ -298,6 +303,7 @@ def noise_robustness(results: results_lib.Run, layers: Sequence[str], *,
     std: noise std in [0, 1] pixel units.
     seed: noise seed.
     batch_size: images per model batch (0: the run's).
+    target_model: the target instead of config.json's (run_target_model).
 
   Returns:
     ({layer: per neuron {label_under_noise, kept_under_noise}},
@@ -305,7 +311,8 @@ def noise_robustness(results: results_lib.Run, layers: Sequence[str], *,
     label is the run's kernel on its cached A and P.
   """
   acts, p_noisy = noisy_arrays(results, layers, std=std, seed=seed,
-                               batch_size=batch_size)
+                               batch_size=batch_size,
+                               target_model=target_model)
   p_clean = results.concept_activations()
   rows, summary = {}, {}
   for layer in layers:
@@ -349,7 +356,8 @@ def run(results: results_lib.Run, config) -> results_lib.AnalysisOutput:
   if config.noise_std > 0:
     noisy = noise_robustness(results, layers, std=config.noise_std,
                              seed=config.noise_seed,
-                             batch_size=config.batch_size)
+                             batch_size=config.batch_size,
+                             target_model=config.target_model)
   rows, summaries = [], []
   for layer in layers:
     r, s = layer_stability(results, layer,

@@ -15,13 +15,17 @@ the k strongest weights against k (weights_<in>_<out>_curve.csv/.png). With
 class_names the output neurons are named by their classes (the paper's
 ground truth) instead of their CLIP-Dissect labels, and layer_out need not
 be a labelled layer of the run. text_embedder=sentence (all-mpnet-base-v2)
-is the paper's embedding space. The kernel is `layer_out`'s, taken from the run's
-target model (rebuilt from config.json: registry name, weights, seed), or
-from a file (weights=kernel.npy, Flax layout (in, out) / (kh, kw, in, out);
-transpose_torch for PyTorch's). Writes weights_<in>_<out>.json and .png.
+is the paper's embedding space. The kernel is `layer_out`'s, taken from the
+run's target model (rebuilt from config.json: registry name, weights, seed;
+a `package.module:function` target is run only when given as target_model,
+never from the run's files), or from a file (weights=kernel.npy, Flax
+layout (in, out) / (kh, kw, in, out); transpose_torch for PyTorch's).
+Writes weights_<in>_<out>.json and .png.
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 import numpy as np
@@ -63,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.class_names = ""
   c.first_synonym = False  # Keep each class name's text before its comma.
   c.curve_ks = ()  # k values of the top-k curve (default a 1-2-5 grid).
+  # The run's target model (default: config.json's registry name); a
+  # package.module:function target must be given here, it is never run from
+  # the run's files.
+  c.target_model = ""
   # Label embedder; sentence (all-mpnet-base-v2) is the paper's.
   text_embed.add_options(c, "cached+clip")
   return c
@@ -79,14 +87,13 @@ def _kernel(results: results_lib.Run, config) -> np.ndarray:
     source = config.weights
   else:
     cfg = results.config
-    if not cfg.get("target_model"):
-      raise ValueError(f"{results.path}/config.json names no target_model; "
-                       "give the kernel with weights=FILE")
+    name = models.run_target_model(
+        cfg, config.target_model,
+        os.path.join(results.path, results_lib.CONFIG_JSON))
     _, _, variables = models.load_target(
-        cfg["target_model"], cfg.get("target_weights"),
-        int(cfg.get("target_seed", 0)))
+        name, cfg.get("target_weights"), int(cfg.get("target_seed", 0)))
     w = weights_lib.kernel_of(variables, config.layer_out)
-    source = f"{cfg['target_model']}:{config.layer_out}.kernel"
+    source = f"{name}:{config.layer_out}.kernel"
   w = np.asarray(w)
   if not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w)):
     raise ValueError(f"the kernel from {source} has NaN, inf or non-numeric "

@@ -96,3 +96,19 @@ def test_compositional_analysis_checks_memory_first(tmp_path, monkeypatch):
     analyses.run("compositional", results.load_run(path), layer="layer4",
                  units=[0], num_singles=20)
   assert not embedded
+
+
+def test_a_text_embed_fn_of_the_wrong_kind_is_one_line(tmp_path):
+  """Issue 25: --text_embed_fn=os:getcwd gave a traceback."""
+  from jax_dissect import analyses  # pylint: disable=g-import-not-at-top
+  from jax_dissect.store import results  # pylint: disable=g-import-not-at-top
+  run = results.load_run(synth.write_results(str(tmp_path / "run"),
+                                             synth.make_world()))
+  for spec, match in (("os:getcwd", r"text_embed_fn='os:getcwd' cannot be "
+                       r"called with a list of \d+ strings"),
+                      ("os.path:join", r"text_embed_fn='os.path:join' "
+                       r"cannot be called|returned a str")):
+    with pytest.raises(ValueError, match=match) as e:
+      analyses.run("compositional", run, layer="layer4", units=[0],
+                   num_singles=4, text_embed_fn=spec)
+    assert len(str(e.value)) <= 300 and "\n" not in str(e.value)

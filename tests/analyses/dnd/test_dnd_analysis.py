@@ -15,9 +15,7 @@ one of them unreadable (the run skips it; DnD must too). Then:
 """
 
 import csv
-import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -195,13 +193,13 @@ def test_script_all_cache_hits_and_one_line_errors(smoke_run):
 
 
 def _copy_run(smoke_run, tmp_path, **config):
+  """The smoke run written again with `config` changed."""
+  run = results_lib.load_run(smoke_run / "run")
   run_dir = tmp_path / "run"
-  shutil.copytree(smoke_run / "run", run_dir)
-  with open(run_dir / "config.json", encoding="utf-8") as f:
-    cfg = json.load(f)
-  cfg.update(config)
-  with open(run_dir / "config.json", "w", encoding="utf-8") as f:
-    json.dump(cfg, f)
+  results_lib.write_run(run_dir, neurons=run.neurons, concepts=run.concepts,
+                        image_ids=run.image_ids,
+                        config={**run.config, **config}, arrays=run.arrays,
+                        skipped_images=run.skipped_images)
   return results_lib.load_run(run_dir)
 
 

@@ -47,7 +47,9 @@ def test_load_results(results, world):
 
 def test_load_results_csv_only_and_relative_arrays(world, tmp_path):
   path = synth.write_results(str(tmp_path), world, relative_arrays=True)
+  # As the reference implementation writes: descriptions.csv, no manifest.
   os.remove(os.path.join(path, "neurons.jsonl"))
+  os.remove(os.path.join(path, "manifest.json"))
   r = results_lib.load_run(path)
   assert len(r.neurons) == 16 and r.neurons[0].alternatives == ()
   assert r.concept_activations().shape == (96, len(world["concepts"]))

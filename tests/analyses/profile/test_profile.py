@@ -63,6 +63,14 @@ def test_table_file_and_errors(tmp_path):
   f.write_text("justonecolumn\n")
   with pytest.raises(ValueError, match="line 1"):
     profile.TableCategorizer.from_file(f)
+  # Issue 25: a binary file gave a codec error naming no file.
+  binary = tmp_path / "table.bin"
+  binary.write_bytes(bytes(range(256)) * 4)
+  with pytest.raises(ValueError) as e:
+    profile.TableCategorizer.from_file(binary)
+  message = str(e.value)
+  assert message.startswith(f"category_table {str(binary)!r} is not UTF-8")
+  assert len(message) <= 300
 
 
 def test_clip_zero_shot_categorizer():

@@ -119,6 +119,7 @@ def test_run_seed_and_large_top_k_are_honoured(tmp_path):
   config["similarity_kwargs"] = {"top_k": 100}
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config, f)
+  os.remove(os.path.join(path, "manifest.json"))  # Edited by hand.
   _, summary = stability_analysis.layer_stability(
       results_lib.load_run(path), "fc", num_resamples=2, top_ks=(5,))
   assert summary["label_matches_results"] == 1.0
