@@ -70,16 +70,14 @@ def _label_changes(ref_neurons, half_neurons) -> dict:
 
 
 def _compare(ref, run) -> dict:
-  arrays = {k: np.load(v) for k, v in ref.arrays.items()
-            if isinstance(v, str)}
-  half = {k: np.load(v) for k, v in run.arrays.items() if isinstance(v, str)}
-  out = {f"{k}_max_abs_diff": _max_abs(half[k], arrays[k])
+  out = {f"{k}_max_abs_diff": _max_abs(np.asarray(getattr(run, k)()),
+                                       np.asarray(getattr(ref, k)()))
          for k in ("image_embeddings", "text_embeddings",
                    "concept_activations")}
   layers = {}
-  for layer, path in ref.arrays["activations"].items():
-    a = np.load(path)
-    b = np.load(run.arrays["activations"][layer])
+  for layer in ref.layers:
+    a = np.asarray(ref.activations(layer))
+    b = np.asarray(run.activations(layer))
     layers[layer] = {
         "activations_max_rel_diff": _max_abs(b, a) / max(
             float(np.abs(a).max()), 1e-30),

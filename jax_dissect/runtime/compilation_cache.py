@@ -16,12 +16,18 @@ import jax
 
 # The cache's folder under a run's cache directory (activation_dir).
 SUBDIR = "jax_compilation_cache"
-# Programs that compile faster than this are not worth a file.
+# Programs that compile faster than this are not worth a file; JAX's own
+# environment variable for it, when set, wins (JAX reads it on import).
 MIN_COMPILE_SECONDS = 0.5
+MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 
 def enable(cache_root: str | os.PathLike) -> str:
   """Keeps compiled programs in `cache_root`/jax_compilation_cache.
+
+  Programs that compiled in under MIN_COMPILE_SECONDS are not kept
+  (JAX reads its own $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS instead,
+  when set).
 
   Args:
     cache_root: a run's cache directory (created if missing).
@@ -35,6 +41,7 @@ def enable(cache_root: str | os.PathLike) -> str:
   path = os.path.join(os.fspath(cache_root), SUBDIR)
   os.makedirs(path, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                    MIN_COMPILE_SECONDS)
+  if MIN_COMPILE_ENV not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      MIN_COMPILE_SECONDS)
   return path

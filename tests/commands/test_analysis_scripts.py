@@ -159,7 +159,8 @@ def test_an_unwritable_out_dir_is_refused_before_the_work(res, tmp_path):
        f"--results_dir={res['path']}", "--num_resamples=1000000",
        f"--out_dir={blocker / 'analysis'}"],
       capture_output=True, text=True, env=env, timeout=120, check=False)
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  # Bad input, found before the work: exit 2 (docs/cli.md).
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith(f"error: out_dir='{blocker / 'analysis'}' cannot be "
                          "created"), last

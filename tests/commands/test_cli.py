@@ -15,6 +15,7 @@ import time
 import pytest
 
 from jax_dissect.commands import help as help_lib
+from jax_dissect.store import results as results_lib
 from tests import helpers
 from tests.helpers import synthetic_run as synth
 
@@ -175,12 +176,15 @@ def test_a_failure_while_running_is_one_line_and_exit_1(run_dir, tmp_path):
     with open(copy, "r+b") as f:
       f.truncate(os.path.getsize(copy) - 64)
     arrays["activations"][layer] = str(copy)
-  (damaged / "arrays.json").write_text(json.dumps(arrays))
+  run = results_lib.load_run(damaged)  # Written again, as a whole run.
+  results_lib.write_run(damaged, neurons=run.neurons, concepts=run.concepts,
+                        image_ids=run.image_ids, config=run.config,
+                        arrays=arrays)
   proc = _cli("stability", f"--results_dir={damaged}", "--num_resamples=2")
   _one_error(proc, 1, "A_layer4.npy")
 
 
-def test_verbosity_shows_log_lines_and_a_bug_s_traceback(run_dir):
+def test_verbosity_shows_log_lines_and_a_bug_s_traceback(run_dir, tmp_path):
   quiet = _cli("stability", f"--results_dir={run_dir}", "--num_resamples=2",
                "--layers=fc", "--top_ks=5")
   assert quiet.returncode == 0, quiet.stderr[-2000:]
@@ -189,9 +193,13 @@ def test_verbosity_shows_log_lines_and_a_bug_s_traceback(run_dir):
   loud = _cli("stability", f"--results_dir={run_dir}", "--num_resamples=2",
               "--layers=fc", "--top_ks=5", "--verbosity=0")
   assert loud.returncode == 0 and "] wrote " in loud.stderr
-  # A bug's traceback with --verbosity=1 (a plug-in that raises TypeError).
+  # A bug's traceback with --verbosity=1 (a plug-in that raises
+  # ZeroDivisionError: not bad input, so exit 1).
+  (tmp_path / "buggy_plugin.py").write_text(
+      "def embed(texts):\n  return len(texts) / 0\n")
   bug = _cli("profile", f"--results_dir={run_dir}",
-             "--text_embed_fn=builtins:divmod", "--verbosity=1")
+             "--text_embed_fn=buggy_plugin:embed", "--verbosity=1",
+             PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}")
   assert bug.returncode == 1 and "Traceback" in bug.stderr
   assert bug.stderr.strip().splitlines()[-1].startswith("error: ")
 

@@ -35,7 +35,10 @@ def _log_lines(stderr, tag):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("smoke")
-  first = _run(_args(tmp, "run1"))
+  # Every compiled program is kept (on a quiet machine the smoke model
+  # compiles in less than the default threshold).
+  first = _run(_args(tmp, "run1"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   assert first.returncode == 0, first.stderr[-3000:]
   return tmp, first
 

@@ -18,9 +18,10 @@ CONCEPTS = ("dog\ncat\ncar\ntree\nwater\nsky\nhouse\nperson\nboat\ngrass\n"
             "road\nbird\n")
 
 
-def env(host_devices=1):
-  """The environment of a run on `host_devices` CPU devices."""
-  out = dict(os.environ)
+def env(host_devices=1, **extra):
+  """The environment of a run on `host_devices` CPU devices (and `extra`
+  variables)."""
+  out = dict(os.environ, **extra)
   out.pop("XLA_FLAGS", None)
   if host_devices > 1:
     out["XLA_FLAGS"] = (
@@ -35,8 +36,8 @@ def args(result_dir, cache_dir, *extra):
           "--alsologtostderr", *extra]
 
 
-def run(argv, host_devices=1, timeout=600):
-  return subprocess.run(argv, cwd=REPO, env=env(host_devices),
+def run(argv, host_devices=1, timeout=600, **extra_env):
+  return subprocess.run(argv, cwd=REPO, env=env(host_devices, **extra_env),
                         capture_output=True, text=True, timeout=timeout)
 
 

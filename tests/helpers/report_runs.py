@@ -8,7 +8,6 @@ number of neurons.
   big = report_runs.write_big_run(root / "big", images, num_neurons=10_000)
 """
 
-import json
 import os
 
 import numpy as np
@@ -30,12 +29,7 @@ def sorted_world(**kwargs):
 def write_run(path, world, images) -> results_lib.Run:
   """A synthetic run whose config names its probe folder `images`."""
   path = os.fspath(path)
-  synth.write_results(path, world)
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    config = json.load(f)
-  config["d_probe"] = f"folder:{images}"
-  with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(config, f)
+  synth.write_results(path, world, config={"d_probe": f"folder:{images}"})
   return results_lib.load_run(path)
 
 

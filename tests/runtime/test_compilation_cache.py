@@ -10,7 +10,6 @@ from tests import helpers
 _PROGRAM = r"""
 import sys, jax, jax.numpy as jnp
 from jax_dissect.runtime import compilation_cache
-compilation_cache.MIN_COMPILE_SECONDS = 0.0
 print(compilation_cache.enable(sys.argv[1]))
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())
@@ -19,7 +18,8 @@ print(float(f(jnp.ones((64, 64)))))
 
 
 def _run(cache_root):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   env.pop("XLA_FLAGS", None)
   return subprocess.run([sys.executable, "-c", _PROGRAM, str(cache_root)],
                         capture_output=True, text=True, check=True, env=env,
@@ -47,3 +47,4 @@ def test_importing_the_library_leaves_the_cache_off():
                        text=True, check=True, cwd=helpers.REPO,
                        timeout=300).stdout.strip()
   assert out == "None"
+

@@ -237,7 +237,7 @@ def test_end_to_end(world, log_lines):
              data["tables"])
   assert any(c["title"].startswith("Per layer and backbone") for c in
              data["charts"])
-  assert column in {c["title"] for c in data["columns"]}
+  assert column in {c["title"] for c in data["views"][0]["columns"]}
 
 
 def test_bad_options_are_one_line(world, tmp_path):

@@ -112,10 +112,10 @@ def test_every_stage_runs_then_all_cache_hits(smoke_run):
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == list(CSV_COLUMNS)
   data = report.collect_report_data(results, num_thumbs=0)
-  assert [c["key"] for c in data["columns"]] == ["dnd.description",
-                                                  "dnd.score"]
-  neurons = {n["unit"]: n for n in next(
-      l for l in data["layers"] if l["name"] == LAYER)["neurons"]}
+  view = next(v for v in data["views"] if v["id"] == LAYER)
+  keys = [c["key"] for c in view["columns"]]
+  assert keys[0] == "dnd.description" and "dnd.score" in keys
+  neurons = {n["unit"]: n for n in view["rows"]}
   assert neurons[7]["dnd.description"] == table.rows[1]["description"]
   assert neurons[7]["label"] == results.layer_neurons(LAYER)[7].description
   assert "dnd.description" not in neurons[1]

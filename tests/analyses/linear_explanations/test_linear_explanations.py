@@ -430,7 +430,7 @@ def test_analysis_writes_the_table_the_report_joins(tmp_path):
   assert entry.per_neuron and "single_correlation" in entry.neuron_columns
   # The report shows both correlations and the explanation beside the label.
   data = report.collect_report_data(run, num_thumbs=0)
-  neuron = data["layers"][0]["neurons"][0]
+  neuron = data["views"][0]["rows"][0]
   assert neuron["linear_explanations.correlation"] == pytest.approx(
       float(got[0][2]))
   assert neuron["linear_explanations.single_correlation"] is not None

@@ -3,7 +3,6 @@ backbone's own P (jax_dissect.analyses.scoring.simulation), and the values
 a run records and the analyses use."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -107,12 +106,7 @@ def test_presence_params_for_documented_fitted_and_fallback():
 
 def _synthetic_run(root, config):
   world = synth.make_world(n_per_class=12)
-  path = synth.write_results(str(root), world)
-  with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-    values = json.load(f)
-  values.update(config)
-  with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(values, f)
+  path = synth.write_results(str(root), world, config=config)
   return results_lib.load_run(path)
 
 

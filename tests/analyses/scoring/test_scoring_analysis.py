@@ -90,13 +90,13 @@ def test_planted_labels_are_significant_and_summary_counts_them(run):
 def test_report_shows_the_columns_sortable(run):
   results, _ = run
   data = report.collect_report_data(results, num_thumbs=0)
-  cols = {c["key"]: c for c in data["columns"]}
+  fc = next(v for v in data["views"] if v["id"] == "fc")
+  cols = {c["key"]: c for c in fc["columns"]}
   for name in scoring_analysis.COLUMNS[3:]:
     c = cols[f"explanation_scores.{name}"]
     assert c["num"] == (name != "tested_concept")
     assert c["analysis"] == "scoring"
-  fc = next(l for l in data["layers"] if l["name"] == "fc")
-  assert 0 < fc["neurons"][0]["explanation_scores.p_value"] < 0.05
+  assert 0 < fc["rows"][0]["explanation_scores.p_value"] < 0.05
   page = report.render_html(data)
   assert "explanation_scores.q_value" in page
   assert "Explanation scores per layer" in page
