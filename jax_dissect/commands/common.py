@@ -23,6 +23,45 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PROBE_S = 3.0
 
 
+def run_command(define_flags, main, argv: list[str] | None = None) -> None:
+  """Runs a command: declares its flags, parses argv (sys.argv by default),
+  sets up the output and calls main(argv) under console.guarded (one-line
+  errors and the exit statuses of docs/cli.md)."""
+  argv = list(sys.argv if argv is None else argv)
+
+  def go():
+    define_flags()
+    parse_flags(argv)
+    console.setup_output(argv)
+    main(argv)
+
+  console.guarded(go)
+
+
+def flag_table_definer(table):
+  """The `define_flags()` of a command whose flags are `table`.
+
+  Args:
+    table: (kind, name, default, help) rows; kind is an absl DEFINE_ suffix
+      ("string", "integer", "list", ...).
+
+  Returns:
+    A function that declares the flags once, when the command runs or shows
+    its help (the commands share one flag registry).
+  """
+  state = {"defined": False}
+
+  def define_flags() -> None:
+    if state["defined"]:
+      return
+    state["defined"] = True
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    for kind, name, default, text in table:
+      getattr(flags, f"DEFINE_{kind}")(name, default, text,
+                                       module_name=FLAG_MODULE)
+
+  return define_flags
+
 def flag_module() -> str:
   """The module name the commands declare their flags under (help lists
   the flags declared under it)."""

@@ -19,12 +19,9 @@ printed and on the page.
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 
 from jax_dissect.commands import common
-from jax_dissect.commands import console
 
 _FLAGS = (
     ("list", "results_dirs", [], "Two or more describe_neurons results "
@@ -52,18 +49,7 @@ _FLAGS = (
 )
 
 
-_STATE = {"defined": False}
-
-
-def define_flags() -> None:
-  """Declares the command's flags (once; only when it runs or shows its
-  help: the commands share one flag registry)."""
-  if _STATE["defined"]:
-    return
-  _STATE["defined"] = True
-  for kind, name, default, text in _FLAGS:
-    getattr(flags, f"DEFINE_{kind}")(name, default, text,
-                                     module_name=common.FLAG_MODULE)
+define_flags = common.flag_table_definer(_FLAGS)
 
 
 def help_notes() -> list[str]:
@@ -113,12 +99,4 @@ def main(argv):
 
 def run(argv: list[str] | None = None) -> None:
   """Parses the flags and runs; exits with the command's status."""
-  argv = list(sys.argv if argv is None else argv)
-
-  def go():
-    define_flags()
-    common.parse_flags(argv)
-    console.setup_output(argv)
-    main(argv)
-
-  console.guarded(go)
+  common.run_command(define_flags, main, argv)

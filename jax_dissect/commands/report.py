@@ -12,8 +12,6 @@ under <results_dir>/analysis is included: run them first to see them.
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 
 from jax_dissect.commands import common
@@ -71,12 +69,4 @@ def main(argv) -> None:
 
 def run(argv: list[str] | None = None) -> None:
   """Parses the flags and runs; exits with the command's status."""
-  argv = list(sys.argv if argv is None else argv)
-
-  def go():
-    define_flags()
-    common.parse_flags(argv)
-    console.setup_output(argv)
-    main(argv)
-
-  console.guarded(go)
+  common.run_command(define_flags, main, argv)

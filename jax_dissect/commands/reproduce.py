@@ -23,12 +23,10 @@ what is new. jax_dissect.pipeline.reproduce documents the settings.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 
 from jax_dissect.commands import common
-from jax_dissect.commands import console
 
 _FLAGS = (
     ("string", "table", None, "table1, table2, table3, stability, profile, "
@@ -62,18 +60,7 @@ _FLAGS = (
 )
 
 
-_STATE = {"defined": False}
-
-
-def define_flags() -> None:
-  """Declares the command's flags (once; only when it runs or shows its
-  help: the commands share one flag registry)."""
-  if _STATE["defined"]:
-    return
-  _STATE["defined"] = True
-  for kind, name, default, text in _FLAGS:
-    getattr(flags, f"DEFINE_{kind}")(name, default, text,
-                                     module_name=common.FLAG_MODULE)
+define_flags = common.flag_table_definer(_FLAGS)
 
 
 def help_notes() -> list[str]:
@@ -156,12 +143,4 @@ def main(argv):
 
 def run(argv: list[str] | None = None) -> None:
   """Parses the flags and runs; exits with the command's status."""
-  argv = list(sys.argv if argv is None else argv)
-
-  def go():
-    define_flags()
-    common.parse_flags(argv)
-    console.setup_output(argv)
-    main(argv)
-
-  console.guarded(go)
+  common.run_command(define_flags, main, argv)

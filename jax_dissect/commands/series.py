@@ -37,18 +37,7 @@ _FLAGS = (
 )
 
 
-_STATE = {"defined": False}
-
-
-def define_flags() -> None:
-  """Declares the command's flags (once; only when it runs or shows its
-  help: the commands share one flag registry)."""
-  if _STATE["defined"]:
-    return
-  _STATE["defined"] = True
-  for kind, name, default, text in _FLAGS:
-    getattr(flags, f"DEFINE_{kind}")(name, default, text,
-                                     module_name=common.FLAG_MODULE)
+define_flags = common.flag_table_definer(_FLAGS)
 
 
 def help_notes() -> list[str]:

@@ -323,6 +323,31 @@ class Run:
     return sorted((n for n in self.neurons if n.layer == layer),
                   key=lambda n: n.unit)
 
+  def label_indices(self, layer: str, num_neurons: int) -> np.ndarray:
+    """(K,) int64 index in `concepts` of each unit's label in `layer`.
+
+    Args:
+      layer: a layer of the run.
+      num_neurons: K, the number of neurons of its activations.
+
+    Raises:
+      ValueError: the labelled units are not 0..K-1, or a label is not in
+        concepts.txt.
+    """
+    index: dict[str, int] = {}
+    for i, c in enumerate(self.concepts):
+      index.setdefault(c, i)
+    neurons = self.layer_neurons(layer)
+    if [n.unit for n in neurons] != list(range(num_neurons)):
+      raise ValueError(f"layer {layer!r} has labels for {len(neurons)} "
+                       f"units but its cached activations have {num_neurons} "
+                       "neurons; re-run describe_neurons")
+    missing = [n.description for n in neurons if n.description not in index]
+    if missing:
+      raise ValueError(f"label {missing[0]!r} of layer {layer!r} is not in "
+                       "the run's concepts.txt")
+    return np.asarray([index[n.description] for n in neurons], np.int64)
+
   def recorded_cache_root(self) -> str | None:
     """The cache directory the run's arrays were written to: arrays.json's
     cache_root, else (runs before it was recorded) the directory of the

@@ -2,7 +2,6 @@
 
 import csv
 import glob
-import logging as py_logging
 import os
 import shutil
 
@@ -29,28 +28,6 @@ def concepts_file(tmp_path):
   path = tmp_path / "concepts.txt"
   path.write_text("dog\ncat\n\ncar\ntree\nwater\ndog\nsky\n", encoding="utf-8")
   return path
-
-
-class _LogLines(py_logging.Handler):
-
-  def __init__(self):
-    super().__init__(py_logging.INFO)
-    self.lines = []
-
-  def emit(self, record):
-    self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log_lines():
-  handler = _LogLines()
-  logger = py_logging.getLogger("absl")
-  old = logger.level
-  logger.setLevel(py_logging.INFO)
-  logger.addHandler(handler)
-  yield handler.lines
-  logger.removeHandler(handler)
-  logger.setLevel(old)
 
 
 def _computed(lines):

@@ -2,7 +2,6 @@
 order, CLIP loaded and computed once, each checkpoint its own activations;
 and the `jax-dissect series` command."""
 
-import logging as py_logging
 import os
 import shutil
 import subprocess
@@ -16,16 +15,6 @@ from jax_dissect.pipeline import series
 from tests import helpers
 from tests.helpers import cli
 from tests.helpers import pipeline_config
-
-
-class _Lines(py_logging.Handler):
-
-  def __init__(self):
-    super().__init__(py_logging.INFO)
-    self.lines = []
-
-  def emit(self, record):
-    self.lines.append(record.getMessage())
 
 
 @pytest.fixture
@@ -60,26 +49,16 @@ def test_checkpoint_steps_and_names(tmp_path):
     series.weights_list(["a", "b"], ["x"])
 
 
-def test_series_computes_clip_once(tmp_path, probe):
+def test_series_computes_clip_once(tmp_path, probe, log_lines):
   ckpt = _checkpoints(tmp_path / "ckpt")
   config = pipeline_config.config(
       tmp_path, d_probe=f"folder:{probe}", target_layers="layer4",
       concept_set=cli.concepts_file(str(tmp_path)))
-  handler = _Lines()
-  logger = py_logging.getLogger("absl")
-  old = logger.level
-  logger.setLevel(py_logging.INFO)
-  logger.addHandler(handler)
-  try:
-    runs = series.describe_series(config,
-                                  series.checkpoint_steps(str(ckpt)))
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(old)
+  runs = series.describe_series(config, series.checkpoint_steps(str(ckpt)))
   assert [os.path.basename(r.path) for r in runs] == ["step_2", "step_10",
                                                       "step_30"]
   def count(prefix):
-    return sum(l.startswith(prefix) for l in handler.lines)
+    return sum(l.startswith(prefix) for l in log_lines)
 
   # Once for the series; the later checkpoints read them.
   assert count("computing: CLIP text embeddings") == 1

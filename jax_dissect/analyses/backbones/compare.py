@@ -74,19 +74,7 @@ def run_labels(run: results_lib.Run, layer: str, num_neurons: int
   Raises:
     ValueError: a unit without a label, or a label not in concepts.txt.
   """
-  index: dict[str, int] = {}
-  for i, c in enumerate(run.concepts):
-    index.setdefault(c, i)
-  neurons = run.layer_neurons(layer)
-  if [n.unit for n in neurons] != list(range(num_neurons)):
-    raise ValueError(f"layer {layer!r} has labels for {len(neurons)} units "
-                     f"but its cached activations have {num_neurons} "
-                     "neurons; re-run describe_neurons")
-  missing = [n.description for n in neurons if n.description not in index]
-  if missing:
-    raise ValueError(f"label {missing[0]!r} of layer {layer!r} is not in the "
-                     "run's concepts.txt")
-  return np.asarray([index[n.description] for n in neurons], np.int64)
+  return run.label_indices(layer, num_neurons)
 
 
 def top1(labels: Sequence[str], class_names: Sequence[str]) -> float:

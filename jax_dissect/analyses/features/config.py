@@ -102,20 +102,6 @@ def _boolean(name: str, value: Any) -> bool:
   raise ValueError(f"{name}={value!r} is not true or false")
 
 
-def parse_split(value: Any) -> str | float:
-  """The split option: "half", "all" or a held-out fraction in (0, 1)."""
-  if isinstance(value, str) and value.strip() in ("half", "all"):
-    return value.strip()
-  try:
-    fraction = float(value)
-  except (TypeError, ValueError):
-    fraction = float("nan")
-  if not 0.0 < fraction < 1.0:
-    raise ValueError(f"split={value!r} is not valid; allowed: half, all or a "
-                     "held-out fraction in (0, 1)")
-  return fraction
-
-
 def settings_from(config) -> Settings:
   """The options as Settings, each checked (one-line ValueErrors)."""
   num_features = options.integer("num_features", config.num_features)
@@ -145,7 +131,7 @@ def settings_from(config) -> Settings:
                                        config.image_batch_size, minimum=0),
       num_permutations=options.integer("num_permutations",
                                        config.num_permutations, minimum=1),
-      split=parse_split(config.split),
+      split=simulation.parse_split(config.split),
       alpha=options.real("alpha", config.alpha, 0.0, 1.0, low_open=True,
                          high_open=True),
       presence_a=options.real("presence_a", config.presence_a, 0.0,

@@ -53,6 +53,7 @@ from jax_dissect.analyses.scoring.simulation import PresenceParams
 from jax_dissect.analyses.scoring.simulation import run_presence_params
 from jax_dissect.analyses.scoring.simulation import simulation_scores
 from jax_dissect.analyses.scoring.simulation import SimulationScores
+from jax_dissect.analyses.scoring.simulation import parse_split
 from jax_dissect.analyses.scoring.simulation import split_indices
 from jax_dissect.runtime import options
 from jax_dissect.store import results as results_lib
@@ -93,20 +94,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.null = "neuron"
   c.alpha = 0.05  # Significance level of the summary's q < alpha share.
   return c
-
-
-def parse_split(value: Any) -> str | float:
-  """The split option: "half", "all" or a held-out fraction in (0, 1)."""
-  if isinstance(value, str) and value.strip() in ("half", "all"):
-    return value.strip()
-  try:
-    fraction = float(value)
-  except (TypeError, ValueError):
-    fraction = float("nan")
-  if not 0.0 < fraction < 1.0:
-    raise ValueError(f"split={value!r} is not valid; allowed: half, all or a "
-                     "held-out fraction in (0, 1)")
-  return fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,20 +157,8 @@ def check_options(results: results_lib.Run, config
 def _label_indices(results: results_lib.Run, layer: str,
                    num_neurons: int) -> tuple[np.ndarray, list[str]]:
   """(the (K,) concept index of each unit's label, the K labels)."""
-  index = {}
-  for i, c in enumerate(results.concepts):
-    index.setdefault(c, i)
-  neurons = results.layer_neurons(layer)
-  if [n.unit for n in neurons] != list(range(num_neurons)):
-    raise ValueError(f"layer {layer!r} has labels for {len(neurons)} units "
-                     f"but its cached activations have {num_neurons} "
-                     "neurons; re-run describe_neurons")
-  missing = [n.description for n in neurons if n.description not in index]
-  if missing:
-    raise ValueError(f"label {missing[0]!r} of layer {layer!r} is not in the "
-                     "run's concepts.txt")
-  return (np.asarray([index[n.description] for n in neurons], np.int32),
-          [n.description for n in neurons])
+  labels = results.label_indices(layer, num_neurons).astype(np.int32)
+  return labels, [n.description for n in results.layer_neurons(layer)]
 
 
 def _float(x) -> float | None:

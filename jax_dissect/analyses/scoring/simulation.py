@@ -694,3 +694,17 @@ def simulation_scores(activations: Any, concept_activations: Any,
 label_pvalues = significance.label_pvalues
 bh_qvalues = significance.bh_qvalues
 LabelPValues = significance.LabelPValues
+
+
+def parse_split(value: Any) -> str | float:
+  """The split option: "half", "all" or a held-out fraction in (0, 1)."""
+  if isinstance(value, str) and value.strip() in ("half", "all"):
+    return value.strip()
+  try:
+    fraction = float(value)
+  except (TypeError, ValueError):
+    fraction = float("nan")
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"split={value!r} is not valid; allowed: half, all or a "
+                     "held-out fraction in (0, 1)")
+  return fraction

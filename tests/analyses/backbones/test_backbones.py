@@ -15,7 +15,6 @@ describe_neurons run with the SigLIP directory finds the analysis' P and
 gives the labels the analysis reported.
 """
 
-import logging as py_logging
 import os
 import shutil
 import subprocess
@@ -106,28 +105,6 @@ def test_linear_explanations_column(synthetic):
 
 
 # -- end to end ---------------------------------------------------------------
-
-
-class _LogLines(py_logging.Handler):
-
-  def __init__(self):
-    super().__init__(py_logging.INFO)
-    self.lines = []
-
-  def emit(self, record):
-    self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def log_lines():
-  handler = _LogLines()
-  logger = py_logging.getLogger("absl")
-  old = logger.level
-  logger.setLevel(py_logging.INFO)
-  logger.addHandler(handler)
-  yield handler.lines
-  logger.removeHandler(handler)
-  logger.setLevel(old)
 
 
 @pytest.fixture(scope="module")
