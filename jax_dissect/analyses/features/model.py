@@ -47,24 +47,12 @@ ENCODE_ROWS = 4096
 # ----------------------------------------------------------------------------
 
 
-# kth_largest walks the k largest values one at a time up to this k, and
-# bisects the float32 bit patterns (32 passes) beyond it.
-_MAX_ITERATIVE_K = 16
-
-
-def _kth_iterative(x: jax.Array, k: int) -> jax.Array:
-  """(B, 1) k-th largest value of each row (ties counted), k passes."""
-  def body(_, carry):
-    rest, needed, kth = carry
-    top = jnp.max(rest, axis=1, keepdims=True)
-    at_top = rest == top
-    kth = jnp.where(needed > 0, top, kth)
-    needed = needed - jnp.sum(at_top, axis=1, keepdims=True)
-    return jnp.where(at_top, -jnp.inf, rest), needed, kth
-  b = x.shape[0]
-  init = (x, jnp.full((b, 1), k, jnp.int32),
-          jnp.full((b, 1), -jnp.inf, x.dtype))
-  return jax.lax.fori_loop(0, k, body, init)[2]
+# kth_largest uses XLA's TopK up to this k and bisection beyond it.
+# Measured on XLA:CPU (2-core AMD EPYC), (B, F) = (4096, 4096): TopK 0.026 s
+# at k=4, 0.056 s at k=32, 0.26 s at k=256, where the bisection's 32
+# counting passes take 0.23-0.29 s at any k; (4096, 16384): TopK 0.13 s at
+# k=32 against 1.3 s, but 1.28 s at k=1024 against 1.0 s.
+_MAX_TOPK_K = 128
 
 
 def _kth_bisect(x: jax.Array, k: int) -> jax.Array:
@@ -91,16 +79,26 @@ def _kth_bisect(x: jax.Array, k: int) -> jax.Array:
   return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
+def _kth_top_k(x: jax.Array, k: int) -> jax.Array:
+  """(B, 1) k-th largest value of each row (ties counted), by lax.top_k.
+
+  The optimization barrier keeps XLA:CPU's fast TopK: a slice of top_k's
+  output fused into it turns the TopK back into a full sort (measured
+  2.2 s instead of 0.06 s for (4096, 4096), k=32).
+  """
+  values, _ = jax.lax.optimization_barrier(jax.lax.top_k(x, k))
+  return values[:, k - 1:k]
+
+
 def kth_largest(x: jax.Array, k: int) -> jax.Array:
   """(B, 1) the k-th largest value of each row of x (B, F) float32.
 
-  Equal to jax.lax.top_k(x, k)[0][:, -1:], which XLA:CPU computes by a
-  sort: tens of ms for (4096, 128) and k=4, where k max passes take under
-  one.
+  Equal to jax.lax.top_k(x, k)[0][:, -1:] (ties counted): XLA's TopK for
+  k <= _MAX_TOPK_K, bisection of the bit patterns beyond it.
   """
   x = jax.lax.stop_gradient(x)
-  if k <= _MAX_ITERATIVE_K:
-    return _kth_iterative(x, k)
+  if k <= _MAX_TOPK_K:
+    return _kth_top_k(x, k)
   return _kth_bisect(x, k)
 
 
@@ -129,8 +127,15 @@ def topk_relu(pre: jax.Array, k: int, mask: jax.Array | None = None
 
 def pre_activations(params: Mapping[str, jax.Array], x_n: jax.Array
                     ) -> jax.Array:
-  """(B, F) encoder pre-activations of normalised rows x_n (B, C)."""
-  return (x_n - params["b_pre"]) @ params["w_enc"] + params["b_enc"]
+  """(B, F) encoder pre-activations of normalised rows x_n (B, C).
+
+  Computed as x_n @ w_enc + (b_enc - b_pre @ w_enc), equal to
+  (x_n - b_pre) @ w_enc + b_enc: b_pre's gradient is then a (C, F) x (F,)
+  product instead of a (B, F) x (F, C) matmul, one of the six a training
+  step would otherwise do (~15% of a step on the CPU).
+  """
+  bias = params["b_enc"] - params["b_pre"] @ params["w_enc"]
+  return x_n @ params["w_enc"] + bias
 
 
 def decode_normalized(params: Mapping[str, jax.Array], codes: jax.Array

@@ -183,7 +183,8 @@ def test_token_maps_train_per_token_and_pool():
 
 def test_kth_largest_equals_top_k_with_ties():
   rng = np.random.default_rng(0)
-  for b, f, k in [(64, 128, 4), (64, 128, 16), (64, 128, 17), (8, 300, 200)]:
+  for b, f, k in [(64, 128, 4), (64, 128, 16), (64, 128, 17), (8, 300, 128),
+                  (8, 300, 129), (8, 300, 200)]:
     x = rng.standard_normal((b, f)).astype(np.float32)
     x[:, :6] = np.round(x[:, :6])  # Ties.
     x[0] = -np.inf
