@@ -375,9 +375,13 @@ def _ties_in_top(act: jax.Array, top_k: int) -> jax.Array:
   """Whether two equal activations of a neuron reach into its top_k.
 
   Equal values are adjacent once sorted, so it is enough to compare
-  neighbours among each neuron's top_k + 1 values.
+  neighbours among each neuron's top_k + 1 values. The optimization
+  barrier keeps XLA:CPU's TopK: with the slices below fused into it, it
+  becomes a full sort of every neuron's N values (0.71 s instead of
+  0.016 s for N = 10,000, K = 512, top_k = 28).
   """
-  vals = jax.lax.top_k(act.T, min(top_k + 1, act.shape[0]))[0]
+  vals, _ = jax.lax.optimization_barrier(
+      jax.lax.top_k(act.T, min(top_k + 1, act.shape[0])))
   return jnp.any(vals[:, 1:] == vals[:, :-1])
 
 
