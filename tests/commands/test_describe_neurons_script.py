@@ -184,3 +184,17 @@ def test_config_and_path_errors_are_one_line_and_early(tmp_path, flags,
   assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
   assert len(errors[0]) <= len("error: ") + 300, errors[0]
   assert not _log_lines(result.stderr, "stage "), result.stderr[-2000:]
+
+
+def test_activation_dir_that_is_a_file_is_one_line(tmp_path):
+  """The compilation cache goes into activation_dir: a file there was an
+  OSError line without the option's name (robustness probe)."""
+  (tmp_path / "a_file").write_text("x")
+  result = _run([sys.executable, SCRIPT, f"--config={SMOKE}",
+                 f"--activation_dir={tmp_path / 'a_file'}"], timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, result.stderr[-2000:]
+  assert "activation_dir=" in errors[0] and "is a file, not a directory" in (
+      errors[0]), errors[0]
