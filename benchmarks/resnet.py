@@ -8,6 +8,13 @@ passes alternate between the frameworks so load changes hit both; the
 reported rates use the median pass and the fastest pass (on a shared,
 busy machine the fastest pass is the least disturbed). Preprocessing is not
 timed.
+
+Preset `bf16` runs both in bfloat16: jax_dissect with compute_dtype=
+bfloat16 (runtime.precision: the module's dtype and its cast parameters),
+PyTorch under torch.autocast("cpu", dtype=torch.bfloat16), which uses
+oneDNN's bfloat16 kernels on CPUs with AVX512_BF16 or AMX (the records
+name the CPU's flags). Their pooled outputs are compared with each other
+and with jax_dissect's float32 ones.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from jax_dissect.data import preprocess
 from jax_dissect.models import capture as activations
 from jax_dissect.models import convert
 from jax_dissect.models import resnet
+from jax_dissect.runtime import precision
 
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 # The shared ImageNet sample (configs/shared_data.py finds it).
@@ -33,6 +41,8 @@ SAMPLE_DIR = os.path.join(shared_data.root(), "imagenet_sample")
 PRESETS = {
     "full": dict(num_images=48, batch_size=16, image_size=224, repeats=5),
     "quick": dict(num_images=8, batch_size=4, image_size=224, repeats=1),
+    "bf16": dict(num_images=48, batch_size=16, image_size=224, repeats=5,
+                 dtype="bfloat16"),
 }
 
 
@@ -64,10 +74,18 @@ def _torch_resnet50(torch):
   return model
 
 
+def _max_rel_diff(x: dict, y: dict) -> float:
+  """Largest |x - y| over the largest |y|, the worst of LAYERS."""
+  return max(float(np.abs(x[l] - y[l]).max() / np.abs(y[l]).max())
+             for l in LAYERS)
+
+
 def run(num_images: int, batch_size: int, image_size: int,
-        repeats: int) -> Iterator[dict]:
+        repeats: int, dtype: str = "float32") -> Iterator[dict]:
   """Yields one record per framework and one comparing them."""
+  import contextlib  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
+  precision.check(dtype)
   threads = os.cpu_count() or 1
   torch.set_num_threads(threads)
   images, source = _images(num_images, image_size)
@@ -79,12 +97,19 @@ def run(num_images: int, batch_size: int, image_size: int,
   variables = jax.device_put(convert.convert_state_dict(
       {k: v.numpy() for k, v in torch_model.state_dict().items()},
       convert.abstract_variables(module, (1, image_size, image_size, 3))))
+  reference = None
+  if dtype != precision.DEFAULT:
+    reference = {l: np.concatenate([np.asarray(activations.capture_pooled(
+        module, variables, b, LAYERS)[l]) for b in batches]) for l in LAYERS}
+    module = precision.with_dtype(module, dtype)
+    variables = precision.cast_floating(variables, dtype)
 
   def jax_pass():
     out = [activations.capture_pooled(module, variables, b, LAYERS)
            for b in batches]
     jax.block_until_ready(out)
-    return {l: np.concatenate([np.asarray(o[l]) for o in out]) for l in LAYERS}
+    return {l: np.concatenate([np.asarray(o[l], np.float32) for o in out])
+            for l in LAYERS}
 
   pooled = {}
   modules = dict(torch_model.named_modules())
@@ -97,11 +122,13 @@ def run(num_images: int, batch_size: int, image_size: int,
 
   def torch_pass():
     out = {l: [] for l in LAYERS}
-    with torch.inference_mode():
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
+                if dtype == "bfloat16" else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
       for b in torch_batches:
         torch_model(b)
         for l in LAYERS:
-          out[l].append(pooled[l].numpy())
+          out[l].append(pooled[l].float().numpy())
     return {l: np.concatenate(v) for l, v in out.items()}
 
   start = time.perf_counter()
@@ -120,7 +147,8 @@ def run(num_images: int, batch_size: int, image_size: int,
 
   common = dict(model="resnet50", weights="random", layers=list(LAYERS),
                 pool="avg", image_size=image_size, batch_size=batch_size,
-                num_images=num_images, images=source, repeats=repeats)
+                num_images=num_images, images=source, repeats=repeats,
+                dtype=dtype)
   rates, best_rates = {}, {}
   for name in ("jax", "torch"):
     rates[name] = num_images / statistics.median(seconds[name])
@@ -132,10 +160,14 @@ def run(num_images: int, batch_size: int, image_size: int,
                     backend=jax.default_backend())
     else:
       record.update(torch_version=torch.__version__, torch_threads=threads,
-                    method="forward hooks, mean over H, W in the hook")
+                    method="forward hooks, mean over H, W in the hook" + (
+                        ", torch.autocast bfloat16" if dtype == "bfloat16"
+                        else ""))
+    if reference is not None:
+      record["max_rel_diff_vs_jax_float32"] = _max_rel_diff(
+          results[name], reference)
     yield record
-  max_rel = max(float(np.abs(results["jax"][l] - results["torch"][l]).max() /
-                      np.abs(results["torch"][l]).max()) for l in LAYERS)
+  max_rel = _max_rel_diff(results["jax"], results["torch"])
   yield dict(common, framework="ratio",
              jax_over_torch=rates["jax"] / rates["torch"],
              best_jax_over_torch=best_rates["jax"] / best_rates["torch"],

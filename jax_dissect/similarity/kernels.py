@@ -20,9 +20,12 @@ never K*N*M.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
+import os
+import threading
 from typing import Any, Callable
 
 import jax
@@ -77,13 +80,40 @@ def as_matrix(x: Any, name: str, dims: str) -> jax.Array:
 _HOST_ALIGN = 64
 
 
+# Arrays of more bytes than this are copied by several threads (numpy's
+# copyto releases the GIL): a 400 MB P took 0.077 s on one thread and
+# 0.030 s on two (2-core AMD EPYC), 800 MB 0.152 s and 0.061 s.
+_PARALLEL_COPY_BYTES = 16 * 2**20
+_COPY_THREADS = 8
+_copy_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_copy_pool_lock = threading.Lock()
+
+
+def _copy_rows(out: np.ndarray, x: np.ndarray) -> None:
+  """np.copyto(out, x, casting="unsafe"), in blocks of rows on threads."""
+  global _copy_pool
+  threads = min(os.cpu_count() or 1, _COPY_THREADS, x.shape[0])
+  if out.nbytes < _PARALLEL_COPY_BYTES or threads < 2:
+    np.copyto(out, x, casting="unsafe")
+    return
+  with _copy_pool_lock:
+    if _copy_pool is None:
+      _copy_pool = concurrent.futures.ThreadPoolExecutor(
+          _COPY_THREADS, thread_name_prefix="jax_dissect_copy")
+  rows = -(-x.shape[0] // (4 * threads))
+  list(_copy_pool.map(
+      lambda lo: np.copyto(out[lo:lo + rows], x[lo:lo + rows],
+                           casting="unsafe"),
+      range(0, x.shape[0], rows)))
+
+
 def _aligned_float32(x: np.ndarray) -> np.ndarray:
   """A float32 copy of x in a buffer aligned to _HOST_ALIGN bytes."""
   size = int(np.prod(x.shape)) * 4
   raw = np.empty(size + _HOST_ALIGN, np.uint8)
   start = (-raw.ctypes.data) % _HOST_ALIGN
   out = raw[start:start + size].view(np.float32).reshape(x.shape)
-  np.copyto(out, x, casting="unsafe")
+  _copy_rows(out, x)
   return out
 
 

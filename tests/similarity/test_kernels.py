@@ -241,6 +241,20 @@ def test_numpy_inputs_are_used_in_place_when_aligned(tmp_path):
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+def test_large_numpy_inputs_are_copied_by_threads_exactly(monkeypatch):
+  """Above _PARALLEL_COPY_BYTES the aligned copy is made by threads in
+  blocks of rows (here forced for a small array, with a last short block
+  and a float64 source); the result is the array itself."""
+  monkeypatch.setattr(kernels, "_PARALLEL_COPY_BYTES", 0)
+  rng = np.random.default_rng(3)
+  for x in (rng.random((37, 11), np.float32)[:, ::1],
+            rng.random((5, 3)), rng.random((1, 4), np.float32)):
+    unaligned = np.empty(x.size + 1, x.dtype)[1:].reshape(x.shape)
+    unaligned[...] = x
+    np.testing.assert_array_equal(
+        np.asarray(kernels.host_to_device(unaligned)), x.astype(np.float32))
+
+
 @pytest.mark.parametrize("hyper", [{"a": float("nan")}, {"lam": float("inf")},
                                    {"p_start": -float("inf")}])
 def test_non_finite_hyper_parameters_are_refused(hyper):
