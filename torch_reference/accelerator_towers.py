@@ -33,47 +33,14 @@ import json
 import sys
 import time
 
-from PIL import Image
 import torch
 import torchvision
-from torchvision import transforms
 import transformers
 
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from torch_reference import photos
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
            "float16": torch.float16}
-
-
-def _target_transform(size: int):
-  """torchvision's ImageNet eval transform (resize to size * 256 / 224,
-  centre crop to size: 256 and 224 at the usual size)."""
-  return transforms.Compose([
-      transforms.Resize(size * 256 // 224), transforms.CenterCrop(size),
-      transforms.ToTensor(),
-      transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-
-def _clip_transform(size: int):
-  return transforms.Compose([
-      transforms.Resize(size, interpolation=transforms.InterpolationMode
-                        .BICUBIC),
-      transforms.CenterCrop(size), transforms.ToTensor(),
-      transforms.Normalize(_CLIP_MEAN, _CLIP_STD)])
-
-
-class _Photos(torch.utils.data.Dataset):
-  """Image files -> preprocessed (3, S, S) float32 tensors."""
-
-  def __init__(self, paths, transform):
-    self.paths, self.transform = paths, transform
-
-  def __len__(self):
-    return len(self.paths)
-
-  def __getitem__(self, i):
-    with Image.open(self.paths[i]) as image:
-      return self.transform(image.convert("RGB"))
 
 
 def _sync(device):
@@ -85,7 +52,7 @@ def _image_stage(paths, transform, settings, device, dtype, fn,
                  memory_format=torch.contiguous_format):
   """Runs fn(batch) over the files; seconds, images/s and input waits."""
   loader = torch.utils.data.DataLoader(
-      _Photos(paths, transform), batch_size=settings["batch_size"],
+      photos.Photos(paths, transform), batch_size=settings["batch_size"],
       num_workers=settings["num_workers"], shuffle=False,
       pin_memory=device.type == "cuda")
   wait = 0.0
@@ -124,7 +91,7 @@ def _pass(target, clip, tokenizer, settings, device, dtype_name):
              for layer in settings["layers"]]
     try:
       stages["activations"] = _image_stage(
-          settings["photos"], _target_transform(settings["target_size"]),
+          settings["photos"], photos.imagenet_transform(settings["target_size"]),
           settings, device, dtype, target,
           torch.channels_last if device.type == "cuda"
           else torch.contiguous_format)
@@ -136,7 +103,7 @@ def _pass(target, clip, tokenizer, settings, device, dtype_name):
     image_emb = []
     size = clip.config.vision_config.image_size
     stages["clip_images"] = _image_stage(
-        settings["photos"], _clip_transform(size), settings, device, dtype,
+        settings["photos"], photos.clip_transform(size), settings, device, dtype,
         lambda batch: image_emb.append(
             clip.get_image_features(pixel_values=batch).float()))
     concepts, tb = settings["concepts"], settings["text_batch"]

@@ -32,44 +32,14 @@ import os
 import sys
 import time
 
-from PIL import Image
 import safetensors.torch
 import torch
 import torchvision
-from torchvision import transforms
 import transformers
 
 from torch_reference import original as original_torch
+from torch_reference import photos
 from torch_reference import worker as worker_lib
-
-# torchvision's ImageNet eval transform and OpenAI CLIP's preprocessing.
-_IMAGENET = transforms.Compose([
-    transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-    transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _clip_transform(size: int):
-  return transforms.Compose([
-      transforms.Resize(size, interpolation=transforms.InterpolationMode
-                        .BICUBIC),
-      transforms.CenterCrop(size), transforms.ToTensor(),
-      transforms.Normalize(_CLIP_MEAN, _CLIP_STD)])
-
-
-class _Photos(torch.utils.data.Dataset):
-  """Image files -> preprocessed (3, S, S) tensors."""
-
-  def __init__(self, paths, transform):
-    self.paths, self.transform = paths, transform
-
-  def __len__(self):
-    return len(self.paths)
-
-  def __getitem__(self, i):
-    with Image.open(self.paths[i]) as image:
-      return self.transform(image.convert("RGB"))
 
 
 def _make_weights(work_dir, settings):
@@ -89,7 +59,7 @@ def _make_weights(work_dir, settings):
 
 def _loader(paths, transform, settings):
   return torch.utils.data.DataLoader(
-      _Photos(paths, transform), batch_size=settings["batch_size"],
+      photos.Photos(paths, transform), batch_size=settings["batch_size"],
       num_workers=settings["num_workers"], shuffle=False)
 
 
@@ -123,7 +93,7 @@ def _run(work_dir, settings):
         lambda _, __, out, layer=layer: pooled[layer].append(
             out.mean(dim=(2, 3)) if out.ndim == 4 else out))
              for layer in settings["layers"]]
-    for batch in _loader(paths, _IMAGENET, settings):
+    for batch in _loader(paths, photos.imagenet_transform(), settings):
       target(batch)
     for hook in hooks:
       hook.remove()
@@ -133,7 +103,7 @@ def _run(work_dir, settings):
     size = clip.config.vision_config.image_size
     image_emb = torch.cat([
         clip.get_image_features(pixel_values=batch)
-        for batch in _loader(paths, _clip_transform(size), settings)])
+        for batch in _loader(paths, photos.clip_transform(size), settings)])
     stage("clip_images")
     tb = settings["text_batch"]
     text_emb = torch.cat([

@@ -4,7 +4,8 @@ the check that the Hugging Face hub can be reached."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+import functools
 import os
 import re
 import sys
@@ -38,6 +39,20 @@ def run_command(define_flags, main, argv: list[str] | None = None) -> None:
   console.guarded(go)
 
 
+def define_once(define: Callable[[], None]) -> Callable[[], None]:
+  """A command's `define_flags` that declares its flags only on the first
+  call (the commands share one flag registry; help and run both call it)."""
+  done = []
+
+  @functools.wraps(define)
+  def define_flags() -> None:
+    if not done:
+      done.append(True)
+      define()
+
+  return define_flags
+
+
 def flag_table_definer(table):
   """The `define_flags()` of a command whose flags are `table`.
 
@@ -47,20 +62,18 @@ def flag_table_definer(table):
 
   Returns:
     A function that declares the flags once, when the command runs or shows
-    its help (the commands share one flag registry).
+    its help.
   """
-  state = {"defined": False}
 
+  @define_once
   def define_flags() -> None:
-    if state["defined"]:
-      return
-    state["defined"] = True
     from absl import flags  # pylint: disable=g-import-not-at-top
     for kind, name, default, text in table:
       getattr(flags, f"DEFINE_{kind}")(name, default, text,
                                        module_name=FLAG_MODULE)
 
   return define_flags
+
 
 def flag_module() -> str:
   """The module name the commands declare their flags under (help lists

@@ -20,14 +20,11 @@ from jax_dissect.commands import common
 from jax_dissect.commands import console
 
 FLAGS = flags.FLAGS
-_STATE = {"defined": False}
 
 
+@common.define_once
 def define_flags() -> None:
   """Declares the command's flags (once)."""
-  if _STATE["defined"]:
-    return
-  _STATE["defined"] = True
   from jax_dissect import models  # pylint: disable=g-import-not-at-top
   kw = {"module_name": common.FLAG_MODULE}
   # Models with their own loader (Hugging Face ViT, CLIP) are not

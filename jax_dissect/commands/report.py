@@ -18,14 +18,11 @@ from jax_dissect.commands import common
 from jax_dissect.commands import console
 
 FLAGS = flags.FLAGS
-_STATE = {"defined": False}
 
 
+@common.define_once
 def define_flags() -> None:
   """Declares the command's flags (once)."""
-  if _STATE["defined"]:
-    return
-  _STATE["defined"] = True
   kw = {"module_name": common.FLAG_MODULE}
   flags.DEFINE_string("results_dir", None, "A results directory of describe "
                       "(required).", **kw)
