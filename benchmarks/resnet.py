@@ -19,6 +19,7 @@ and with jax_dissect's float32 ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -83,7 +84,6 @@ def _max_rel_diff(x: dict, y: dict) -> float:
 def run(num_images: int, batch_size: int, image_size: int,
         repeats: int, dtype: str = "float32") -> Iterator[dict]:
   """Yields one record per framework and one comparing them."""
-  import contextlib  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   precision.check(dtype)
   threads = os.cpu_count() or 1

@@ -167,16 +167,6 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
   return out
 
 
-def _compilation_cache(run) -> None:
-  """Keeps compiled programs in the run's cache directory, when it has one
-  that can be written."""
-  from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
-  try:
-    compilation_cache.enable(run.cache_dir())
-  except (ValueError, OSError) as e:
-    logging.info("no compilation cache: %s", e)
-
-
 def _main(name: str | None, option_names: list[str]):
   def main(argv):
     del argv
@@ -201,7 +191,7 @@ def _main(name: str | None, option_names: list[str]):
     out_dir = files.check_writable_dir(run.analysis_dir(FLAGS.out_dir),
                                        "out_dir")
     if FLAGS.compilation_cache:
-      _compilation_cache(run)
+      common.enable_compilation_cache(run.cache_dir)
     from jax_dissect.runtime import progress  # pylint: disable=g-import-not-at-top
     try:
       with progress.stage(name):  # The display shows how long it runs.

@@ -39,6 +39,19 @@ def run_command(define_flags, main, argv: list[str] | None = None) -> None:
   console.guarded(go)
 
 
+def enable_compilation_cache(cache_root: Callable[[], str]) -> None:
+  """Keeps compiled programs under the folder cache_root() names
+  (runtime.compilation_cache), when that folder can be made. Where it
+  cannot, the command's own checks of the folder give the one-line error,
+  so here it only means running without the compilation cache."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
+  try:
+    compilation_cache.enable(cache_root())
+  except (ValueError, OSError) as e:
+    logging.info("no compilation cache: %s", e)
+
+
 def define_once(define: Callable[[], None]) -> Callable[[], None]:
   """A command's `define_flags` that declares its flags only on the first
   call (the commands share one flag registry; help and run both call it)."""

@@ -355,13 +355,9 @@ def main(argv) -> None:
   config = config_from_flags()
   if FLAGS.compilation_cache:
     from jax_dissect import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-    from jax_dissect.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
-    from jax_dissect.store import files  # pylint: disable=g-import-not-at-top
-    cache_root = (dict(config).get("activation_dir") or
-                  pipeline_lib.default_config().activation_dir)
-    # The run's own check, before the cache folder is made in it.
-    files.check_writable_dir(cache_root, "activation_dir")
-    compilation_cache.enable(cache_root)
+    common.enable_compilation_cache(
+        lambda: dict(config).get("activation_dir") or
+        pipeline_lib.default_config().activation_dir)
   named = _hub_names(config)
   reachable = common.prepare_hub(named.values())
   from jax_dissect import pipeline  # pylint: disable=g-import-not-at-top
