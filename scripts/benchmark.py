@@ -84,6 +84,8 @@ def cpu_info() -> dict:
 
 def main(argv):
   del argv
+  from jax_dissect.runtime import xla_cpu  # pylint: disable=g-import-not-at-top
+  xla_cpu.apply()  # As the commands do (before JAX starts its backends).
   import jax  # pylint: disable=g-import-not-at-top
   suite = importlib.import_module(f"benchmarks.{_SUITE.value}")
   if _PRESET.value not in suite.PRESETS:
@@ -99,6 +101,7 @@ def main(argv):
       "cpu_count": os.cpu_count(),
       **cpu_info(),
       "devices": [str(d) for d in jax.devices()],
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
   with open(output, "a", encoding="utf-8") as f:
