@@ -84,8 +84,6 @@ def cpu_info() -> dict:
 
 def main(argv):
   del argv
-  from jax_dissect.runtime import xla_cpu  # pylint: disable=g-import-not-at-top
-  xla_cpu.apply()  # As the commands do (before JAX starts its backends).
   import jax  # pylint: disable=g-import-not-at-top
   suite = importlib.import_module(f"benchmarks.{_SUITE.value}")
   if _PRESET.value not in suite.PRESETS:

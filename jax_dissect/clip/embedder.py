@@ -42,6 +42,7 @@ from jax_dissect.data import preprocess
 from jax_dissect.runtime import data_parallel
 from jax_dissect.runtime import hub
 from jax_dissect.runtime import precision
+from jax_dissect.runtime import xla_cpu
 
 if TYPE_CHECKING:
   import transformers
@@ -248,8 +249,8 @@ class ClipEmbedder(embedder_base.Embedder):
     if 0 < getattr(tokenizer, "model_max_length", 0) < self.max_length:
       self.max_length = int(tokenizer.model_max_length)
     self._check_tokenizer()
-    self._image_fn = jax.jit(self._image_features)
-    self._text_fn = jax.jit(self._text_features)
+    self._image_fn = xla_cpu.forward_jit(self._image_features)
+    self._text_fn = xla_cpu.forward_jit(self._text_features)
 
   def _check_tokenizer(self) -> None:
     tok, text_config = self.tokenizer, self.model.config.text_config

@@ -110,19 +110,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def setup_environment(needs_torch: bool = False) -> None:
-  """What the entry points set before the library loads transformers and
-  before JAX starts its backends.
+  """What the entry points set before the library loads transformers.
 
   USE_TORCH=0 keeps transformers from importing PyTorch (seconds, and
   nothing jax_dissect needs) unless the command needs it (a
-  sentence-transformers model); a value the user set is kept. $XLA_FLAGS
-  gains the XLA:CPU kernel choice of runtime/xla_cpu.py (an option the user
-  set there is kept).
+  sentence-transformers model); a value the user set is kept.
   """
-  from jax_dissect.runtime import xla_cpu  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("USE_TORCH", "1" if needs_torch else "0")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  xla_cpu.apply()
 
 
 def one_line_errors(main):

@@ -67,6 +67,7 @@ from jax_dissect.models import capture_nnx
 from jax_dissect.runtime import data_parallel
 from jax_dissect.runtime import precision
 from jax_dissect.runtime import progress as progress_lib
+from jax_dissect.runtime import xla_cpu
 
 POOL_MODES = ("avg", "max")
 POOL_ALIASES = {"mean": "avg"}
@@ -513,7 +514,7 @@ def _capture_fn(static: _Static, layers: tuple[str, ...], pool: str,
     out[ROOT] = found[ROOT]
     return out
 
-  return jax.jit(capture)
+  return xla_cpu.forward_jit(capture)
 
 
 def _capture_for(static: Any, layers: tuple[str, ...], pool: str,
@@ -588,7 +589,7 @@ def _outputs_fn(static: _Static, layers: tuple[str, ...],
     out[ROOT] = found[ROOT]
     return out
 
-  return jax.jit(capture)
+  return xla_cpu.forward_jit(capture)
 
 
 def capture_outputs(module: Module, variables: Any, images: Any,

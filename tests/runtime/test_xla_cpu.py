@@ -1,55 +1,50 @@
-"""The XLA:CPU kernel choice the entry points put in $XLA_FLAGS: added
-before JAX starts, a user's own value kept, and read by XLA (the compiled
-convolution leaves YNNPACK)."""
+"""Forward passes are compiled with YNNPACK off (a compile option of each
+program), everything else with XLA's defaults; nothing global changes."""
 
 import os
-import subprocess
-import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from jax_dissect.models import capture
+from jax_dissect.models import resnet
 from jax_dissect.runtime import xla_cpu
-from tests import helpers
-
-OPTION = xla_cpu.YNN_OPTION
-
-# Compiles one convolution and prints whether XLA gave it to YNNPACK, and
-# what apply() returned ("none" when it was not called).
-_PROGRAM = r"""
-import sys
-from jax_dissect.runtime import xla_cpu
-applied = xla_cpu.apply() if sys.argv[1] == "apply" else "none"
-import jax, jax.numpy as jnp
-x = jnp.ones((4, 32, 32, 64)); w = jnp.ones((3, 3, 64, 64))
-conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
-    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-hlo = conv.lower(x, w).compile().as_text()
-again = xla_cpu.apply()  # The backend has started: too late, no change.
-import os
-print(applied, "__ynn_fusion" in hlo, again, os.environ.get("XLA_FLAGS"))
-"""
 
 
-def _run(mode, xla_flags=None):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  if xla_flags is not None:
-    env["XLA_FLAGS"] = xla_flags
-  out = subprocess.run([sys.executable, "-c", _PROGRAM, mode],
-                       capture_output=True, text=True, check=True, env=env,
-                       cwd=helpers.REPO, timeout=300).stdout.strip().split(maxsplit=3)
-  return out
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def test_options_are_added_once_and_a_users_value_wins():
-  assert xla_cpu.with_tuned_options("") == f"{OPTION}="
-  assert xla_cpu.with_tuned_options(
-      " --xla_force_host_platform_device_count=8 ") == (
-          f"--xla_force_host_platform_device_count=8 {OPTION}=")
-  mine = f"--xla_cpu_use_onednn=false {OPTION}=reduce"
-  assert xla_cpu.with_tuned_options(mine) == mine
-  once = xla_cpu.with_tuned_options("")
-  assert xla_cpu.with_tuned_options(once) == once
+def _on_ynnpack(jitted, *args) -> bool:
+  return "__ynn_fusion" in jitted.lower(*args).compile().as_text()
+
+
+def test_forward_programs_leave_ynnpack_and_others_keep_xlas_default():
+  # A convolution big enough for XLA's default to give it to YNNPACK.
+  x, w = jnp.ones((4, 32, 32, 64)), jnp.ones((3, 3, 64, 64))
+  assert _on_ynnpack(jax.jit(_conv), x, w)
+  assert not _on_ynnpack(xla_cpu.forward_jit(_conv), x, w)
+  np.testing.assert_allclose(xla_cpu.forward_jit(_conv)(x, w),
+                             jax.jit(_conv)(x, w), rtol=1e-6)
+  assert "XLA_FLAGS" not in os.environ or xla_cpu.YNN_OPTION not in (
+      os.environ["XLA_FLAGS"])
+
+
+def test_the_capture_program_of_a_resnet_has_no_ynnpack_fusion():
+  module = resnet.ResNet18()
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  images = jnp.ones((2, 64, 64, 3))
+  got = capture.capture_pooled(module, variables, images, ("layer1",))
+  assert got["layer1"].shape == (2, 64)
+  # The program capture_pooled just ran (from its cache).
+  static, split = capture._split(module, variables)  # pylint: disable=protected-access
+  fn = capture._capture_for(static, ("layer1",), "avg", "cls", None, {})  # pylint: disable=protected-access
+  assert not _on_ynnpack(fn, split, images)
+  # ... where XLA's default would give its convolutions to YNNPACK.
+  assert _on_ynnpack(jax.jit(fn.__wrapped__), split, images)
 
 
 @pytest.mark.parametrize("version,ok", [
@@ -59,20 +54,10 @@ def test_only_jaxlibs_that_know_the_option_get_it(version, ok):
   assert xla_cpu.supported(version) is ok
 
 
-def test_apply_takes_convolutions_off_ynnpack_before_jax_starts():
-  applied, on_ynn, again, flags = _run("apply")
-  assert (applied, on_ynn, again) == ("True", "False", "False")
-  assert flags == f"{OPTION}="
-  # Without it, XLA's default hands the convolution to YNNPACK: the
-  # option is what changes the kernel (not the test's program).
-  applied, on_ynn, _, flags = _run("none")
-  assert (applied, on_ynn, flags) == ("none", "True", "None")
-
-
-def test_the_documented_way_back_to_xlas_default_is_kept():
-
-
-  mine = (f"--xla_force_host_platform_device_count=2 "
-          f"{OPTION}={xla_cpu.XLA_DEFAULT}")
-  applied, on_ynn, _, flags = _run("apply", mine)
-  assert (applied, on_ynn, flags) == ("True", "True", mine)
+def test_other_backends_and_old_jaxlibs_get_xlas_defaults(monkeypatch):
+  assert xla_cpu.forward_options() == {xla_cpu.YNN_OPTION: ""}
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert xla_cpu.forward_options() is None
+  monkeypatch.undo()
+  monkeypatch.setattr(xla_cpu, "supported", lambda: False)
+  assert xla_cpu.forward_options() is None

@@ -77,6 +77,41 @@ def test_rank_reorder_matches_reference(chunk_size):
       got, numpy_kernels.ref_rank_reorder(a, p, perms, 0.1, 2.0, 1.0), rtol=RTOL, atol=ATOL)
 
 
+def test_numpy_argsort_is_jax_stable_argsort():
+  """rank_reorder's CPU sort gives jnp.argsort's order exactly: ties keep
+  their positions (-0.0, 0.0 and subnormals are equal: XLA:CPU flushes
+  subnormals), infinities, the largest and smallest normal values."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 40, 17)).astype(np.float32)
+  x[:, ::3] = np.round(x[:, ::3])  # Many ties.
+  x[0, :6, 0] = [0.0, -0.0, 0.0, -0.0, np.inf, -np.inf]
+  x[1, :6, 1] = [1e-45, -1e-45, 3e38, -3e38, 1.2e-38, -1.2e-38]
+  want = np.asarray(jax.numpy.argsort(x, axis=1))
+  np.testing.assert_array_equal(kernels._numpy_stable_argsort(x), want)
+  # The batched form vmap hands the callback (an extra leading axis).
+  np.testing.assert_array_equal(kernels._numpy_stable_argsort(x[None]),
+                                want[None])
+  jitted = jax.jit(kernels._stable_argsort_rows)(x)
+  np.testing.assert_array_equal(np.asarray(jitted), want)
+  vmapped = jax.vmap(kernels._stable_argsort_rows)(x[:, None])
+  np.testing.assert_array_equal(np.asarray(vmapped)[:, 0], want)
+
+
+def test_rank_reorder_with_ties_matches_xlas_sort(monkeypatch):
+  """The numpy sort and XLA's give the same scores, bit for bit, on P with
+  many equal values (where the order of equals decides the errors)."""
+  a, p = numpy_kernels.random_inputs(300, 6, 9, seed=11)
+  p = np.round(p * 4) / 4  # Ties in P.
+  key = jax.random.key(3)
+  got = np.asarray(similarity.rank_reorder(a, p, key=key, top_fraction=0.1))
+  monkeypatch.setattr(kernels, "_stable_argsort_rows",
+                      lambda x: jax.numpy.argsort(x, axis=1))
+  jax.clear_caches()
+  want = np.asarray(similarity.rank_reorder(a, p, key=key, top_fraction=0.1))
+  jax.clear_caches()
+  np.testing.assert_array_equal(got, want)
+
+
 def test_rank_reorder_permutations_are_permutations_and_seeded():
   key = jax.random.key(0)
   perms = np.asarray(similarity.rank_reorder_permutations(

@@ -37,6 +37,7 @@ from jax_dissect.data import preprocess
 from jax_dissect.runtime import data_parallel
 from jax_dissect.runtime import hub
 from jax_dissect.runtime import precision
+from jax_dissect.runtime import xla_cpu
 
 
 class SiglipEmbedder(embedder_base.Embedder):
@@ -83,8 +84,8 @@ class SiglipEmbedder(embedder_base.Embedder):
     self.max_length = self.config.text.max_position_embeddings
     pad = getattr(self.tokenizer, "pad_token_id", None)
     self._pad_id = 0 if pad is None else int(pad)
-    self._image_fn = jax.jit(self._image_features)
-    self._text_fn = jax.jit(self._text_features)
+    self._image_fn = xla_cpu.forward_jit(self._image_features)
+    self._text_fn = xla_cpu.forward_jit(self._text_features)
 
   @classmethod
   def from_pretrained(cls, name_or_path: str | os.PathLike, *,
