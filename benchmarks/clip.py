@@ -22,11 +22,13 @@ import tempfile
 import time
 from typing import Any, Iterator
 
+import jax
 import numpy as np
 
 from benchmarks import similarity as similarity_bench
 from jax_dissect import clip
 from jax_dissect.data import preprocess
+from jax_dissect.runtime import xla_cpu
 from torch_reference import worker as worker_lib
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +96,20 @@ def _inputs(num_images: int, num_texts: int, data_dir: str
     texts = []
   texts += [f"concept number {i}" for i in range(num_texts - len(texts))]
   return photos, texts
+
+
+def _with_xla_default(embedder, attr: str, features, run_pass):
+  """run_pass with embedder.<attr> swapped for a plain jax.jit(features)."""
+  plain = jax.jit(features)
+
+  def swapped():
+    tuned = getattr(embedder, attr)
+    setattr(embedder, attr, plain)
+    try:
+      return run_pass()
+    finally:
+      setattr(embedder, attr, tuned)
+  return swapped
 
 
 def _torch_worker(work: str, config: dict[str, Any], tokenizer,
@@ -199,17 +215,28 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
           "image": lambda: embedder.embed_pixels(pixels, image_batch),
           "text": lambda: embedder.embed_texts(texts, text_batch),
           "files": lambda: embedder.embed_images(photos, image_batch)}
+      # The towers compiled with XLA's default options (YNNPACK on), as
+      # before runtime/xla_cpu.forward_jit.
+      jax_pass["image_xla_default"] = _with_xla_default(
+          embedder, "_image_fn", embedder._image_features,  # pylint: disable=protected-access
+          jax_pass["image"])
+      jax_pass["text_xla_default"] = _with_xla_default(
+          embedder, "_text_fn", embedder._text_features,  # pylint: disable=protected-access
+          jax_pass["text"])
       jax_out, jax_warmup, jax_best, torch_best = {}, {}, {}, {}
       _, jax_warmup["image"] = _timed(
           lambda: embedder.embed_pixels(pixels[:image_batch], image_batch))
       jax_out["text"], jax_warmup["text"] = _timed(jax_pass["text"])
+      for key in ("image_xla_default", "text_xla_default"):
+        _timed(jax_pass[key])  # Compiles them.
       torch_warmup = worker("warmup") if worker else {}
       for _ in range(repeats):  # Alternate JAX and PyTorch passes.
-        for key in ("image", "text", "files"):
+        for key in ("image", "text", "files", "image_xla_default",
+                    "text_xla_default"):
           out, secs = _timed(jax_pass[key])
           jax_out.setdefault(key, out)
           jax_best[key] = min(secs, jax_best.get(key, np.inf))
-          if worker and key != "files":
+          if worker and key in ("image", "text"):
             secs = worker("images" if key == "image" else "text")["s"]
             torch_best[key] = min(secs, torch_best.get(key, np.inf))
       if worker:
@@ -228,7 +255,9 @@ def run(model: str = "vit-b16", num_images: int = 64, num_texts: int = 256,
       ("texts (tokenize + encode)", num_texts, text_batch, "text")):
     record = {**common, "what": what, "n": n, "batch": batch,
               "jax_s": jax_best[key], "jax_per_s": n / jax_best[key],
-              "jax_warmup_s": jax_warmup[key]}
+              "jax_warmup_s": jax_warmup[key],
+              "jax_compiler_options": xla_cpu.forward_options(),
+              "jax_xla_default_s": jax_best[f"{key}_xla_default"]}
     if worker:
       record.update(
           torch_s=torch_best[key], torch_per_s=n / torch_best[key],

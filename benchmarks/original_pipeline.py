@@ -102,6 +102,7 @@ def _jax_config(work: str, folder: str, settings: dict, run: int):
   config.concept_set = os.path.join(work, "concepts.txt")
   config.similarity_fn = "soft_wpmi"
   config.batch_size = settings["batch_size"]
+  config.text_batch_size = settings["text_batch"]  # The torch side's.
   config.num_threads = settings["num_workers"]
   config.sharding = "none"
   # A fresh cache every pass: every array is computed.

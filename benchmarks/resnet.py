@@ -34,6 +34,7 @@ from jax_dissect.models import capture as activations
 from jax_dissect.models import convert
 from jax_dissect.models import resnet
 from jax_dissect.runtime import precision
+from jax_dissect.runtime import xla_cpu
 
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 # The shared ImageNet sample (configs/shared_data.py finds it).
@@ -104,12 +105,19 @@ def run(num_images: int, batch_size: int, image_size: int,
     module = precision.with_dtype(module, dtype)
     variables = precision.cast_floating(variables, dtype)
 
-  def jax_pass():
-    out = [activations.capture_pooled(module, variables, b, LAYERS)
-           for b in batches]
+  def jax_pass(capture=activations.capture_pooled):
+    out = [capture(module, variables, b, LAYERS) for b in batches]
     jax.block_until_ready(out)
     return {l: np.concatenate([np.asarray(o[l], np.float32) for o in out])
             for l in LAYERS}
+
+  # The same capture compiled with XLA's default options (an outer jit's
+  # options hold for the programs inlined into it): YNNPACK on, as before
+  # runtime/xla_cpu.forward_jit.
+  xla_default = jax.jit(activations.capture_pooled, static_argnums=(0, 3))
+
+  def jax_xla_default_pass():
+    return jax_pass(xla_default)
 
   pooled = {}
   modules = dict(torch_model.named_modules())
@@ -136,11 +144,14 @@ def run(num_images: int, batch_size: int, image_size: int,
       activations.capture_pooled(module, variables, batches[0], LAYERS))
   compile_s = time.perf_counter() - start
   torch_pass()  # Warm-up (allocator, oneDNN primitive caches).
+  jax_xla_default_pass()  # Compiles it.
 
-  seconds = {"jax": [], "torch": []}
+  passes = (("jax", jax_pass), ("torch", torch_pass),
+            ("jax_xla_default", jax_xla_default_pass))
+  seconds = {name: [] for name, _ in passes}
   results = {}
   for _ in range(repeats):
-    for name, fn in (("jax", jax_pass), ("torch", torch_pass)):
+    for name, fn in passes:
       start = time.perf_counter()
       results[name] = fn()
       seconds[name].append(time.perf_counter() - start)
@@ -150,14 +161,19 @@ def run(num_images: int, batch_size: int, image_size: int,
                 num_images=num_images, images=source, repeats=repeats,
                 dtype=dtype)
   rates, best_rates = {}, {}
-  for name in ("jax", "torch"):
+  for name, _ in passes:
     rates[name] = num_images / statistics.median(seconds[name])
     best_rates[name] = num_images / min(seconds[name])
     record = dict(common, framework=name, seconds=seconds[name],
                   images_per_s=rates[name], best_images_per_s=best_rates[name])
     if name == "jax":
       record.update(jax_version=jax.__version__, first_call_s=compile_s,
-                    backend=jax.default_backend())
+                    backend=jax.default_backend(),
+                    compiler_options=xla_cpu.forward_options())
+    elif name == "jax_xla_default":
+      record.update(compiler_options=None,
+                    method="capture_pooled under a plain jax.jit: XLA's "
+                    "default kernels (YNNPACK on)")
     else:
       record.update(torch_version=torch.__version__, torch_threads=threads,
                     method="forward hooks, mean over H, W in the hook" + (
@@ -172,4 +188,7 @@ def run(num_images: int, batch_size: int, image_size: int,
              jax_over_torch=rates["jax"] / rates["torch"],
              best_jax_over_torch=best_rates["jax"] / best_rates["torch"],
              jax_images_per_s=rates["jax"], torch_images_per_s=rates["torch"],
+             xla_default_over_torch=rates["jax_xla_default"] / rates["torch"],
+             best_xla_default_over_torch=(best_rates["jax_xla_default"] /
+                                          best_rates["torch"]),
              max_rel_diff_pooled=max_rel)

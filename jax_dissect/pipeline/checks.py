@@ -38,6 +38,16 @@ _OPEN_DICTS = ("clip_config",)
 _FINITE_BLOCK_ROWS = 4096
 
 
+# Texts per device per call of the text tower (option text_batch_size).
+DEFAULT_TEXT_BATCH_SIZE = 256
+
+
+def text_batch_size(config: ml_collections.ConfigDict) -> int:
+  """The text tower's batch per device: the option, or its default for a
+  config saved before the option existed."""
+  return config.get("text_batch_size", DEFAULT_TEXT_BATCH_SIZE)
+
+
 def _nearest(name: str, allowed: list[str]) -> str:
   near = difflib.get_close_matches(name, allowed, n=3)
   if near:
@@ -96,6 +106,7 @@ def check_options(config: ml_collections.ConfigDict, sharding_methods,
   options.choice("probe_fingerprint", config.probe_fingerprint, fingerprints)
   options.choice("cache_verify", config.cache_verify, integrity.VERIFY_MODES)
   options.integer("batch_size", config.batch_size, minimum=1)
+  options.integer("text_batch_size", text_batch_size(config), minimum=1)
   options.integer("max_images", config.max_images, minimum=0)
   options.integer("shard_images", config.shard_images, minimum=1)
   options.integer("num_threads", config.num_threads, minimum=0)

@@ -31,7 +31,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.target_layers = "conv1,layer1,layer2,layer3,layer4"
   c.d_probe = "imagenet_broden"
   c.concept_set = "data/20k.txt"
-  c.batch_size = 200  # Images (texts) per device per forward call.
+  c.batch_size = 200  # Images per device per forward call.
+  # Texts per device per call of the CLIP text tower: short concepts need
+  # large batches to keep the matrix products efficient.
+  c.text_batch_size = checks.DEFAULT_TEXT_BATCH_SIZE
   c.pool_mode = "avg"
   # (B, T, C) token maps (ViTs): "cls", "mean" (all tokens), "patch_mean",
   # "patch_max" (patch tokens, after the model's prefix tokens), or a

@@ -329,8 +329,9 @@ def _text_embeddings(config, cache, embedder, texts, stages
     logging.info("computing: %s text embeddings (%d concepts)",
                  embedder.kind, m)
     num_devices = embedder.data_parallel.num_devices * processes.count
+    batch_size = preflight.text_batch_size(config)
     text_emb = stages.run("clip_text", lambda: processes.sum(
-        embedder.embed_texts(texts, batch_size=max(1, config.batch_size),
+        embedder.embed_texts(texts, batch_size=batch_size,
                              share=(processes.index, processes.count))),
         devices=num_devices)
     if processes.is_main:

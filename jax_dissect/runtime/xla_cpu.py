@@ -19,6 +19,7 @@ $XLA_FLAGS nor JAX's configuration.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -65,6 +66,28 @@ def forward_options() -> dict[str, Any] | None:
 
 
 def forward_jit(fn: Callable, **jit_kwargs) -> Callable:
-  """jax.jit(fn) compiled with forward_options() (decided now: call it when
-  the program is built, after jax.distributed.initialize if any)."""
-  return jax.jit(fn, compiler_options=forward_options(), **jit_kwargs)
+  """jax.jit(fn) compiled with forward_options().
+
+  The options are decided now (call it when the program is built, after
+  jax.distributed.initialize if any). JAX takes compiler options only for
+  a top-level program, so a call with traced arguments (inside the
+  caller's own jit, vmap or grad) runs a plain jax.jit(fn), which inherits
+  the options of the program it is part of.
+
+  Returns:
+    A callable like jax.jit's, with its `lower`.
+  """
+  options = forward_options()
+  top = jax.jit(fn, compiler_options=options, **jit_kwargs)
+  if options is None:
+    return top
+  nested = jax.jit(fn, **jit_kwargs)
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    traced = any(isinstance(leaf, jax.core.Tracer)
+                 for leaf in jax.tree_util.tree_leaves((args, kwargs)))
+    return (nested if traced else top)(*args, **kwargs)
+
+  call.lower = top.lower
+  return call

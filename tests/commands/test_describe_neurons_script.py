@@ -160,7 +160,7 @@ def test_readme_nested_override_sets_top_k(smoke_run):
      "--config=BADCONFIG: cannot load it: invalid syntax"),
     ([f"--config={SMOKE}", "--config=configs/nope.py"],
      "--config=configs/nope.py: no such config file"),
-    ([f"--config={SMOKE}", "--config.xyzzy=1"], "(35 in all)"),
+    ([f"--config={SMOKE}", "--config.xyzzy=1"], "(36 in all)"),
 ])
 def test_config_and_path_errors_are_one_line_and_early(tmp_path, flags,
                                                        expected):

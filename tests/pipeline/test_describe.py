@@ -10,6 +10,7 @@ from PIL import Image
 import pytest
 
 from jax_dissect import pipeline
+from jax_dissect.clip import embedder_base
 from tests.helpers import pipeline_config
 
 
@@ -125,10 +126,21 @@ def test_cache_reuse_and_invalidation(tmp_path, small_probe, concepts_file,
   assert any(c.startswith("activations [layer1, layer4]") for c in computed)
 
 
-def test_results_directory_files(tmp_path, small_probe, concepts_file):
+def test_results_directory_files(tmp_path, small_probe, concepts_file,
+                                 monkeypatch):
   config = pipeline_config.config(tmp_path, d_probe=f"folder:{small_probe}",
                    concept_set=str(concepts_file))
+  config.text_batch_size = 3  # The text tower's own batch (not batch_size).
+  text_batches = []
+  embed_texts = embedder_base.Embedder.embed_texts
+
+  def recorded(self, texts, batch_size=256, **kwargs):
+    text_batches.append(batch_size)
+    return embed_texts(self, texts, batch_size, **kwargs)
+
+  monkeypatch.setattr(embedder_base.Embedder, "embed_texts", recorded)
   results = pipeline.describe_neurons(config)
+  assert text_batches == [3] and config.batch_size != 3
   out = results.path
   for name in ("descriptions.csv", "neurons.jsonl", "config.json",
                "concepts.txt", "image_ids.txt", "arrays.json"):
@@ -354,6 +366,7 @@ def _p_file(tmp_path, kind):
     (dict(similarity_kwargs={"min_norm": 0.1}), r"soft_wpmi has no hyper-"
                                                 r"parameter\(s\) \['min_norm'"),
     (dict(num_threads=-1), r"num_threads=-1 must be >= 0"),
+    (dict(text_batch_size=0), r"^text_batch_size=0 must be >= 1$"),
     # Issue 25: NaN/inf hyper-parameters gave NaN scores and one label;
     # top_k=-1 quoted N=1000000000; a constant P gave one label at score 0;
     # results inside the cache would be removed by its cleaning.

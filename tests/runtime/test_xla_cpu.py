@@ -47,6 +47,24 @@ def test_the_capture_program_of_a_resnet_has_no_ynnpack_fusion():
   assert _on_ynnpack(jax.jit(fn.__wrapped__), split, images)
 
 
+def test_a_forward_pass_runs_inside_the_callers_own_jit():
+  """JAX refuses compiler options on a nested jit: inside a trace the
+  plain program runs, under the outer program's options."""
+  module = resnet.ResNet18()
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  images = jnp.ones((2, 64, 64, 3))
+  outer = jax.jit(capture.capture_pooled, static_argnums=(0, 3))
+  got = outer(module, variables, images, ("layer1",))
+  want = capture.capture_pooled(module, variables, images, ("layer1",))
+  np.testing.assert_allclose(got["layer1"], want["layer1"], rtol=1e-5,
+                             atol=1e-6)
+  conv = xla_cpu.forward_jit(_conv)
+  x, w = jnp.ones((4, 32, 32, 64)), jnp.ones((3, 3, 64, 64))
+  assert _on_ynnpack(jax.jit(lambda x, w: conv(x, w) + 1), x, w)
+  grads = jax.grad(lambda w: conv(x, w).sum())(w)
+  assert grads.shape == w.shape
+
+
 @pytest.mark.parametrize("version,ok", [
     ("0.10.2", True), ("0.11.0", True), ("0.10.2.dev20261201", True),
     ("1.0", True), ("0.10.1", False), ("0.9.9", False), ("0.4.38", False)])
