@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from typing import Iterator
 
 import jax
 import numpy as np
 
+from benchmarks import similarity as similarity_bench
 from jax_dissect.runtime import xla_cpu
 
 PRESETS = {
@@ -27,16 +27,6 @@ PRESETS = {
                          (6304, 768, 768), (4096, 4096, 4096)], repeats=5),
     "quick": dict(shapes=[(64, 32, 48)], repeats=2),
 }
-
-
-def _best(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 def run(shapes, repeats: int) -> Iterator[dict]:
@@ -63,7 +53,7 @@ def run(shapes, repeats: int) -> Iterator[dict]:
     seconds = {name: [] for name in fns}
     for _ in range(2):  # Alternate the libraries twice.
       for name, fn in fns.items():
-        seconds[name].append(_best(fn, repeats))
+        seconds[name].append(similarity_bench._best_of(fn, repeats))  # pylint: disable=protected-access
     flop = 2.0 * m * k * n
     best = {name: min(v) for name, v in seconds.items()}
     yield {"m": m, "k": k, "n": n, "repeats": repeats,

@@ -2,8 +2,9 @@
 
 jaxlib 0.10 hands convolutions, matrix products and reductions to YNNPACK
 by default. For our models' forward passes XLA's own kernels are faster on
-the CPU measured here (a 2-core AMD EPYC; BENCHMARKS.md, "XLA:CPU
-kernels"): ResNet-50, batch 16, 1.18-1.29 s per batch with YNNPACK and
+the CPU measured here (a 2-core AMD EPYC; the profile: docs/changelog.md,
+"issue 30 ... YNNPACK and the forward passes"; the suites' records:
+BENCHMARKS.md, resnet, clip, siglip): ResNet-50, batch 16, 1.18-1.29 s per batch with YNNPACK and
 0.95-1.01 s without (PyTorch 1.16-1.26 s); a ViT-B/16 CLIP image tower,
 batch 32, 8.3 s with and 5.96-6.16 s without (PyTorch 7.6 s), where
 YNNPACK's reductions over LayerNorm and softmax rows cost the most. The
@@ -20,6 +21,7 @@ $XLA_FLAGS nor JAX's configuration.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable
 
 import jax
@@ -34,18 +36,9 @@ MIN_JAXLIB = (0, 10, 2)
 
 
 def _version(text: str) -> tuple[int, ...]:
-  """'0.10.2' -> (0, 10, 2); parts after the numbers are ignored."""
-  parts = []
-  for part in text.split("."):
-    digits = ""
-    for ch in part:
-      if not ch.isdigit():
-        break
-      digits += ch
-    if not digits:
-      break
-    parts.append(int(digits))
-  return tuple(parts)
+  """'0.10.2' -> (0, 10, 2): the leading dotted numbers."""
+  leading = re.match(r"\d+(?:\.\d+)*", text)
+  return tuple(int(p) for p in leading.group().split(".")) if leading else ()
 
 
 def supported(jaxlib_version: str | None = None) -> bool:

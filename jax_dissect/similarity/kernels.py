@@ -581,7 +581,7 @@ def rank_reorder_permutations(key: jax.Array, neuron_ids: jax.Array,
 
 
 def _numpy_stable_argsort(x: np.ndarray) -> np.ndarray:
-  """jnp.argsort(x, axis=-2) (stable, JAX's total order), by numpy.
+  """jnp.argsort(x, axis=-2) on XLA:CPU (stable), by numpy.
 
   Each value becomes a 64-bit key: the float's bits mapped to an unsigned
   integer of the same order (negative floats flipped; -0.0 and subnormals
