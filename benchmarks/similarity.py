@@ -63,6 +63,16 @@ PRESETS = {
         "numpy_max_neurons_cos": 32,
         "reps": 2,
     },
+    # The cos kernels against a matrix product of the same shapes (their
+    # floor; issue 30's target is 1.3x), up to a ResNet-50 layer4's 2048
+    # neurons.
+    "cos_floor": {
+        "sizes": [(2000, 256, 5000), (10000, 512, 20000),
+                  (10000, 2048, 20000)],
+        "kernels": ["cos_similarity", "cos_similarity_cubed"],
+        "numpy_max_neurons_cos": 16,
+        "reps": 5,
+    },
     # The issue-13 sizes against the original program; cos kernels at the
     # large size, rank_reorder (a sort per neuron and concept) smaller.
     "original": {

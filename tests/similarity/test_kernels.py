@@ -60,6 +60,33 @@ def test_cos_similarity_cubed_matches_reference(n):
       numpy_kernels.ref_cos_cubed(a, p, min_norm=0.5), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("m", [256, 300])  # Whole blocks of 128, or not.
+def test_cos_similarity_cubed_by_concept_blocks(monkeypatch, m):
+  # The scores make P's centred cube 128 concepts at a time here (the
+  # smallest block); shapes no other test uses, so the plan is new.
+  monkeypatch.setattr(kernels, "_CUBED_BLOCK_BYTES", 1)
+  assert kernels._cubed_block_width(41, m) == 128
+  a, p = numpy_kernels.random_inputs(41, 9, m, seed=14)
+  np.testing.assert_allclose(
+      similarity.cos_similarity_cubed(a, p, chunk_size=4),
+      numpy_kernels.ref_cos_cubed(a, p), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("k, chunk_size, expected", [
+    (10, 6, 5), (10, 10, 10), (11, 3, 3), (2048, 1677, 1024), (7, 1, 1)])
+def test_neuron_chunks_are_equal_and_pad_little(k, chunk_size, expected):
+  seen = []
+
+  def fn(x, ids):
+    seen.append(x.shape[0])
+    return x * 2.0 + ids[:, None]
+
+  a = np.arange(3 * k, dtype=np.float32).reshape(3, k)
+  out = kernels.map_neuron_chunks(fn, jax.numpy.asarray(a), chunk_size)
+  assert seen == [expected]  # Traced once, for the chunk shape.
+  np.testing.assert_array_equal(out, a.T * 2.0 + np.arange(k)[:, None])
+
+
 @pytest.mark.parametrize("chunk_size", [None, 2])
 def test_rank_reorder_matches_reference(chunk_size):
   a, p = numpy_kernels.random_inputs(200, 5, 12, seed=5)
