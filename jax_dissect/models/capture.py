@@ -507,14 +507,20 @@ def _capture_fn(static: _Static, layers: tuple[str, ...], pool: str,
   """A jitted (variables, images) -> {layer: (B, C)} for these settings."""
   apply_kwargs = dict(apply_items)
 
-  def capture(variables, images):
+  def outputs(variables, images):
     found = _record_layers(static.value, variables, images, layers,
                            apply_fn, apply_kwargs)
+    out = {l: layer_array(found[l], l) for l in layers}
+    out[ROOT] = found[ROOT]
+    return out
+
+  def pooled(found):
     out = {l: pool_output(found[l], pool, l, token_pool) for l in layers}
     out[ROOT] = found[ROOT]
     return out
 
-  return xla_cpu.forward_jit(capture)
+  # The pooling is its own program on the CPU (xla_cpu.forward_then_reduce).
+  return xla_cpu.forward_then_reduce(outputs, pooled)
 
 
 def _capture_for(static: Any, layers: tuple[str, ...], pool: str,

@@ -84,3 +84,36 @@ def forward_jit(fn: Callable, **jit_kwargs) -> Callable:
 
   call.lower = top.lower
   return call
+
+
+def forward_then_reduce(forward: Callable, reduce: Callable) -> Callable:
+  """(args) -> reduce(forward(*args)), as two programs on the CPU.
+
+  The forward pass is compiled with forward_options() (forward_jit); the
+  reduction of its outputs (e.g. the mean of each captured map over H, W)
+  is a second program with XLA's defaults, where YNNPACK runs the
+  reductions. Fused into the forward program, XLA's own reduction loops
+  took 0.064 s per batch of 32 for ResNet-50's five pooled layers (0.014
+  s in YNNPACK) and pulled the residual additions into them: the whole
+  capture took 1.98-2.02 s per batch against 1.74-1.78 s split (2-core
+  AMD EPYC). Elsewhere (forward_options() is None) it is one program, and
+  inside a caller's trace the two nested jits are inlined into it.
+
+  Returns:
+    A callable; its `forward` and `reduce` attributes are the two jitted
+    programs (the same one, fused, when not split).
+  """
+  options = forward_options()
+  if options is None:
+    fused = jax.jit(lambda *args: reduce(forward(*args)))
+    fused.forward = fused.reduce = fused
+    return fused
+  forward_fn = forward_jit(forward)
+  reduce_fn = jax.jit(reduce)
+
+  @functools.wraps(forward)
+  def call(*args):
+    return reduce_fn(forward_fn(*args))
+
+  call.forward, call.reduce = forward_fn, reduce_fn
+  return call

@@ -42,9 +42,22 @@ def test_the_capture_program_of_a_resnet_has_no_ynnpack_fusion():
   # The program capture_pooled just ran (from its cache).
   static, split = capture._split(module, variables)  # pylint: disable=protected-access
   fn = capture._capture_for(static, ("layer1",), "avg", "cls", None, {})  # pylint: disable=protected-access
-  assert not _on_ynnpack(fn, split, images)
+  assert not _on_ynnpack(fn.forward, split, images)
   # ... where XLA's default would give its convolutions to YNNPACK.
   assert _on_ynnpack(jax.jit(fn.__wrapped__), split, images)
+  # The pooling over H, W is a second program, with YNNPACK's reductions.
+  maps = fn.forward(split, images)
+  assert maps["layer1"].shape == (2, 16, 16, 64)
+  assert _on_ynnpack(fn.reduce, maps)
+  np.testing.assert_allclose(fn.reduce(maps)["layer1"], got["layer1"])
+
+
+def test_forward_then_reduce_is_one_program_off_the_cpu(monkeypatch):
+  monkeypatch.setattr(xla_cpu, "forward_options", lambda: None)
+  fn = xla_cpu.forward_then_reduce(_conv, lambda y: jnp.mean(y, (1, 2)))
+  assert fn.forward is fn.reduce is fn
+  x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+  np.testing.assert_allclose(fn(x, w), jnp.mean(_conv(x, w), (1, 2)))
 
 
 def test_a_forward_pass_runs_inside_the_callers_own_jit():
