@@ -11,7 +11,9 @@ YNNPACK's reductions over LayerNorm and softmax rows cost the most. The
 similarity kernels are the other way round: their reductions over a whole
 (N, M) matrix (the softmax statistics, the finiteness check) are 7-10x
 faster in YNNPACK. So the forward passes are compiled with YNNPACK off
-(`forward_jit`) and everything else with XLA's default.
+(`forward_jit`) and everything else with XLA's default; a forward pass
+whose outputs are then reduced (the pooled capture) is two programs, so
+that the reduction runs in YNNPACK (`forward_then_reduce`).
 
 This is an option of each compiled program (jax.jit's compiler_options),
 not of the process: importing or using the library changes neither
