@@ -66,12 +66,14 @@ PRESETS = {
     # The cos kernels against a matrix product of the same shapes (their
     # floor; issue 30's target is 1.3x), up to a ResNet-50 layer4's 2048
     # neurons.
+    # Alternating in one process, best and median of 7.
     "cos_floor": {
-        "sizes": [(2000, 256, 5000), (10000, 512, 20000),
-                  (10000, 2048, 20000)],
-        "kernels": ["cos_similarity", "cos_similarity_cubed"],
-        "numpy_max_neurons_cos": 16,
-        "reps": 5,
+        "matmul_cases": [
+            {"kernel": kernel, "N": n, "K": k, "M": m}
+            for n, k, m in ((2000, 256, 5000), (10000, 512, 20000),
+                            (10000, 2048, 20000))
+            for kernel in ("cos_similarity", "cos_similarity_cubed")],
+        "reps": 7,
     },
     # The issue-13 sizes against the original program; cos kernels at the
     # large size, rank_reorder (a sort per neuron and concept) smaller.
@@ -256,6 +258,39 @@ def _run_one(impl, kernel, n, k, m, reps, neurons=None) -> dict:
           **res, "neurons_per_s": k_run / res["seconds"]}
 
 
+def _compare_matmul(case: dict, reps: int) -> dict:
+  """Runs in a spawned process: the kernel on arrays on the device and a
+  jitted A.T @ P of the same shapes, alternating, `reps` passes each."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from jax_dissect import similarity  # pylint: disable=g-import-not-at-top
+
+  kernel, n, k, m = case["kernel"], case["N"], case["K"], case["M"]
+  a, p = _inputs(n, k, m)
+  aj, pj = jnp.asarray(a), jnp.asarray(p)
+  del a, p
+  matmul = jax.jit(lambda x, y: x.T @ y)
+  fns = {"jax": lambda: similarity.compute(kernel, aj, pj, devices=1),
+         "matmul": lambda: matmul(aj, pj)}
+  passes = {name: [] for name in fns}
+  for fn in fns.values():
+    jax.block_until_ready(fn())  # Compiles.
+  for _ in range(reps):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      passes[name].append(time.perf_counter() - t0)
+  stats = {name: _stats(v) for name, v in passes.items()}
+  return {**case, "impl": "vs_matmul", "jax": stats["jax"],
+          "matmul": stats["matmul"],
+          "time_over_matmul_best": (stats["jax"]["best_s"] /
+                                    stats["matmul"]["best_s"]),
+          "time_over_matmul_median": (stats["jax"]["median_s"] /
+                                      stats["matmul"]["median_s"]),
+          "load_avg": load_avg()}
+
+
 # ----------------------------------------------------------------------------
 # Against the original program (PyTorch), alternating passes in one process.
 # ----------------------------------------------------------------------------
@@ -438,8 +473,12 @@ _ORIGINAL_KERNELS = ("soft_wpmi", "wpmi", "cos_similarity",
 def run(sizes=(), kernels=(), rank_reorder_sizes=(), memory_sizes=(),
         numpy_max_neurons_cos=64, reps=3, original_cases=(),
         float64_labels=False, quiet_load=None,
-        quiet_wait_s=0.0) -> Iterator[dict]:
+        quiet_wait_s=0.0, matmul_cases=()) -> Iterator[dict]:
   """Yields one record per measurement and one ratio record per case.
+
+  matmul_cases: dicts {"kernel", "N", "K", "M"}: the kernel against a
+  matrix product of the same shapes (the cos kernels' floor), alternating
+  in one spawned process.
 
   memory_sizes: (N, K, M) at which (soft_)wpmi run alone, to show they fit
   in memory (peak RSS) at the issue's largest size.
@@ -448,8 +487,12 @@ def run(sizes=(), kernels=(), rank_reorder_sizes=(), memory_sizes=(),
   the torch loop; compared per neuron); before each, up to quiet_wait_s
   seconds of waiting for a 1-minute load average below quiet_load.
   """
-  for case in original_cases:
+  for case in (*original_cases, *matmul_cases):
     _check_case(case)
+  ctx = multiprocessing.get_context("spawn")
+  for case in matmul_cases:
+    with ctx.Pool(1) as pool:
+      yield pool.apply(_compare_matmul, (case, reps))
   for n, k, m in memory_sizes:
     for kernel in ("soft_wpmi", "wpmi"):
       yield _run_one("jax", kernel, n, k, m, 1)
@@ -476,7 +519,6 @@ def run(sizes=(), kernels=(), rank_reorder_sizes=(), memory_sizes=(),
       yield ratios
   for n, k, m in rank_reorder_sizes:
     yield _run_one("jax", "rank_reorder", n, k, m, reps)
-  ctx = multiprocessing.get_context("spawn")
   for case in original_cases:
     waited = wait_for_quiet(quiet_load, quiet_wait_s)
     with ctx.Pool(1) as pool:

@@ -555,7 +555,10 @@ _CUBED_BLOCK_BYTES = 16 * 2**20
 
 
 def _cubed_block_width(n: int, m: int) -> int:
-  return int(min(m, max(128, _CUBED_BLOCK_BYTES // (4 * n))))
+  """Concepts per block: a multiple of 128 (at 10000 x 512 x 20000 a width
+  of 419 took 1.39x a matmul's time, 384 or 1024 1.2x), or all M."""
+  width = max(128, _CUBED_BLOCK_BYTES // (4 * n) // 128 * 128)
+  return int(min(m, width))
 
 
 def _cos_cubed_prepare(p: jax.Array, min_norm: float

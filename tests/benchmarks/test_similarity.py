@@ -61,3 +61,21 @@ def test_bad_cases():
   with pytest.raises(ValueError, match="prior"):
     next(suite.run(original_cases=[{"kernel": "wpmi", "N": 9, "K": 2,
                                     "M": 3, "torch_neurons": 1}]))
+
+
+def test_matmul_comparison_alternates_in_one_process():
+  cases = [{"kernel": "cos_similarity_cubed", "N": 60, "K": 5, "M": 30}]
+  (record,) = suite.run(matmul_cases=cases, reps=3)
+  assert record["impl"] == "vs_matmul" and record["N"] == 60
+  for side in ("jax", "matmul"):
+    assert len(record[side]["passes_s"]) == 3
+    assert 0 < record[side]["best_s"] <= record[side]["median_s"]
+  assert record["time_over_matmul_best"] == (
+      record["jax"]["best_s"] / record["matmul"]["best_s"])
+  assert len(record["load_avg"]) == 3
+  sizes = {(c["N"], c["K"], c["M"])
+           for c in suite.PRESETS["cos_floor"]["matmul_cases"]}
+  assert (10000, 2048, 20000) in sizes
+  with pytest.raises(ValueError, match="allowed"):
+    next(suite.run(matmul_cases=[{"kernel": "nope", "N": 9, "K": 2,
+                                  "M": 3}]))
