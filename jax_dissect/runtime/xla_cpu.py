@@ -97,7 +97,7 @@ def forward_then_reduce(forward: Callable, reduce: Callable) -> Callable:
   reductions. Fused into the forward program, XLA's own reduction loops
   took 0.064 s per batch of 32 for ResNet-50's five pooled layers (0.014
   s in YNNPACK) and pulled the residual additions into them: the whole
-  capture took 1.98-2.02 s per batch against 1.74-1.78 s split (2-core
+  capture took 1.98-2.02 s per batch against 1.67-1.78 s split (2-core
   AMD EPYC). Elsewhere (forward_options() is None) it is one program, and
   inside a caller's trace the two nested jits are inlined into it.
 

