@@ -510,10 +510,15 @@ def column_max(x: jax.Array) -> jax.Array:
   return _column_reduce(x, lambda v: v, jnp.maximum, -jnp.inf, jnp.max)
 
 
-def _inverse_norms(x: jax.Array, min_norm: float) -> jax.Array:
-  """1 / max(||x[:, m]||, min_norm) for each column m of (N, M) x."""
-  return 1.0 / jnp.maximum(jnp.sqrt(column_sums(x, lambda v: v * v)),
-                           min_norm)
+def _inverse_norms(x: jax.Array, min_norm: float,
+                   fn: Callable[[jax.Array], jax.Array] = lambda v: v
+                   ) -> jax.Array:
+  """1 / max(||fn(x)[:, m]||, min_norm) for each column m of (N, M) x
+  (fn element-wise; fn(x) is never stored whole)."""
+  def square(v):
+    y = fn(v)
+    return y * y
+  return 1.0 / jnp.maximum(jnp.sqrt(column_sums(x, square)), min_norm)
 
 
 def _row_normalize(x: jax.Array, min_norm: float) -> jax.Array:
@@ -570,8 +575,7 @@ def _cos_cubed_prepare(p: jax.Array, min_norm: float
   kernel 1.9 s against a 1.0 s matrix product at 10000 x 512 x 20000).
   """
   mean = column_sums(p) / p.shape[0]
-  sq = column_sums(p, lambda v: jnp.square(_cube(v - mean[None])))
-  return p, mean, 1.0 / jnp.maximum(jnp.sqrt(sq), min_norm)
+  return p, mean, _inverse_norms(p, min_norm, lambda v: _cube(v - mean[None]))
 
 
 def _cos_cubed_scores(a_chunk: jax.Array, neuron_ids: jax.Array,
