@@ -258,6 +258,21 @@ def _run_one(impl, kernel, n, k, m, reps, neurons=None) -> dict:
           **res, "neurons_per_s": k_run / res["seconds"]}
 
 
+def _alternate(fns: dict[str, Any], reps: int
+               ) -> tuple[dict[str, list[float]], list[float]]:
+  """`reps` rounds of one pass of each fn in turn: ({name: seconds per
+  pass}, 1-minute load after each round)."""
+  passes = {name: [] for name in fns}
+  loads = []
+  for _ in range(reps):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      passes[name].append(time.perf_counter() - start)
+    loads.append(round(os.getloadavg()[0], 2))
+  return passes, loads
+
+
 def _compare_matmul(case: dict, reps: int) -> dict:
   """Runs in a spawned process: the kernel on arrays on the device and a
   jitted A.T @ P of the same shapes, alternating, `reps` passes each."""
@@ -271,16 +286,12 @@ def _compare_matmul(case: dict, reps: int) -> dict:
   aj, pj = jnp.asarray(a), jnp.asarray(p)
   del a, p
   matmul = jax.jit(lambda x, y: x.T @ y)
-  fns = {"jax": lambda: similarity.compute(kernel, aj, pj, devices=1),
-         "matmul": lambda: matmul(aj, pj)}
-  passes = {name: [] for name in fns}
+  fns = {"jax": lambda: jax.block_until_ready(
+             similarity.compute(kernel, aj, pj, devices=1)),
+         "matmul": lambda: jax.block_until_ready(matmul(aj, pj))}
   for fn in fns.values():
-    jax.block_until_ready(fn())  # Compiles.
-  for _ in range(reps):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      passes[name].append(time.perf_counter() - t0)
+    fn()  # Compiles.
+  passes, _ = _alternate(fns, reps)
   stats = {name: _stats(v) for name, v in passes.items()}
   return {**case, "impl": "vs_matmul", "jax": stats["jax"],
           "matmul": stats["matmul"],
@@ -382,15 +393,8 @@ def _compare_original(case: dict, reps: int, float64_labels: bool
   jax_device_pass()  # Warm-up.
   s_torch = torch_pass().numpy()  # Warm-up.
   torch_stages.clear()
-  passes = {"jax": [], "jax_device": [], "original_torch": []}
-  loads = []
-  for _ in range(reps):
-    for impl, fn in (("jax", jax_pass), ("jax_device", jax_device_pass),
-                     ("original_torch", torch_pass)):
-      start = time.perf_counter()
-      fn()
-      passes[impl].append(time.perf_counter() - start)
-    loads.append(round(os.getloadavg()[0], 2))
+  passes, loads = _alternate({"jax": jax_pass, "jax_device": jax_device_pass,
+                              "original_torch": torch_pass}, reps)
 
   records = []
   for impl, neurons in (("jax", k), ("jax_device", k),
